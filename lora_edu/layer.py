@@ -1,0 +1,162 @@
+"""`LoRALinear`: a frozen nn.Linear W0 plus a trainable low-rank update ΔW = (α/r)·B·A (paper §4.1).
+
+Names follow the paper: W0 is d×k (out×in), B is d×r, A is r×k, ``scaling`` is α/r.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LoRALinear", "check_lora_args"]
+
+INITS = ("gaussian", "kaiming")
+
+
+def check_lora_args(base, r, alpha=None, dropout=0.0, init="gaussian", rslora=False) -> None:
+    """Validate LoRALinear arguments without touching `base`; raises TypeError/ValueError naming the parameter."""
+    if not isinstance(base, nn.Linear) or isinstance(base, LoRALinear):
+        raise TypeError(f"base must be a torch.nn.Linear, got {type(base).__name__}")
+    if isinstance(r, bool) or not isinstance(r, int):
+        raise TypeError(f"r must be an int, got {type(r).__name__} {r!r}")
+    d, k = base.weight.shape
+    if r <= 0:
+        raise ValueError(f"r must be a positive int, got {r}")
+    if r > min(d, k):
+        raise ValueError(f"r must be ≤ min(d, k) = {min(d, k)} for a {d}×{k} weight, got {r}")
+    if alpha is not None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise TypeError(f"alpha must be a number or None, got {type(alpha).__name__}")
+        if not math.isfinite(alpha) or alpha <= 0:
+            raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise TypeError(f"dropout must be a number in [0, 1), got {type(dropout).__name__}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if not isinstance(rslora, bool):
+        raise TypeError(f"rslora must be a bool, got {type(rslora).__name__}")
+
+
+class LoRALinear(nn.Module):
+    """h = W0·x + b + (α/r)·B·A·dropout(x), with W0 and b frozen and only A, B trained.
+
+    ``merge()`` folds ΔW into W0 so inference costs one plain matmul (§4.1, "No Additional
+    Inference Latency"); ``unmerge()`` takes it out again.
+    """
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float | None = None, dropout: float = 0.0,
+                 init: str = "gaussian", rslora: bool = False):
+        check_lora_args(base, r, alpha, dropout, init, rslora)
+        super().__init__()
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        d, k = base.weight.shape
+        self.r = r
+        self.alpha = float(r if alpha is None else alpha)
+        self.rslora = rslora
+        self.init = init
+        self.scaling = self.alpha / (math.sqrt(r) if rslora else r)
+        w = base.weight
+        self.A = nn.Parameter(torch.empty(r, k, dtype=w.dtype, device=w.device))
+        self.B = nn.Parameter(torch.empty(d, r, dtype=w.dtype, device=w.device))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self._merged = False
+        self._W0: torch.Tensor | None = None  # exact copy of W0, only with merge(keep_original=True)
+        self._merged_versions: tuple[int, int] | None = None
+        self.reset_parameters()
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The layer's current weight matrix (W0, or W0 + ΔW when merged)."""
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    @property
+    def merged(self) -> bool:
+        return self._merged
+
+    def reset_parameters(self) -> None:
+        """A random (Gaussian N(0, 1/k) as in the paper, or Kaiming-uniform as loralib/PEFT), B = 0."""
+        if self._merged:
+            raise RuntimeError("cannot reset A and B while merged; call unmerge() first")
+        with torch.no_grad():
+            if self.init == "gaussian":
+                nn.init.normal_(self.A, std=1.0 / math.sqrt(self.A.shape[1]))
+            else:
+                nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+            nn.init.zeros_(self.B)
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = scaling · B @ A, a d×k matrix in the layer's dtype."""
+        return (self.B @ self.A) * self.scaling
+
+    def _delta_fp32(self) -> torch.Tensor:
+        return (self.B.detach().float() @ self.A.detach().float()) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.linear(x, self.base.weight, self.base.bias)
+        if self._merged:
+            return h
+        z = F.linear(self.dropout(x), self.A)  # (..., r)
+        return h + F.linear(z, self.B) * self.scaling
+
+    @torch.no_grad()
+    def merge(self, keep_original: bool = False) -> None:
+        """W ← W0 + ΔW, computed in float32 and cast back to the weight's dtype.
+
+        keep_original=True also keeps an exact copy of W0 (one more d×k matrix in memory)
+        so that ``unmerge()`` restores it bit-for-bit, even in bfloat16/float16.
+        """
+        if self._merged:
+            raise RuntimeError("LoRALinear is already merged; merging twice would add ΔW twice")
+        if not isinstance(keep_original, bool):
+            raise TypeError(f"keep_original must be a bool, got {type(keep_original).__name__}")
+        delta = self._delta_fp32()
+        if not torch.isfinite(delta).all():
+            raise ValueError("refusing to merge: ΔW = scaling·B@A contains NaN or inf (weights untouched)")
+        W = self.base.weight
+        if keep_original:
+            self._W0 = W.detach().clone()
+        W.copy_((W.float() + delta).to(W.dtype))
+        self._merged = True
+        self._merged_versions = (self.A._version, self.B._version)
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """W ← W − ΔW (float32 arithmetic), or the exact W0 if merge(keep_original=True) was used."""
+        if not self._merged:
+            raise RuntimeError("LoRALinear is not merged; there is nothing to unmerge")
+        if self._merged_versions != (self.A._version, self.B._version) and self._W0 is None:
+            raise RuntimeError(
+                "A or B changed while the layer was merged, so subtracting today's ΔW would not "
+                "restore W0; train only unmerged layers (or merge with keep_original=True)"
+            )
+        W = self.base.weight
+        if self._W0 is not None:
+            W.copy_(self._W0)
+            self._W0 = None
+        else:
+            W.copy_((W.float() - self._delta_fp32()).to(W.dtype))
+        self._merged = False
+        self._merged_versions = None
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
+                f"alpha={self.alpha:g}, scaling={self.scaling:g}, merged={self._merged}")

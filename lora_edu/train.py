@@ -1,0 +1,127 @@
+"""Training and evaluation loops: AdamW on whatever is trainable, a tqdm progress bar, greedy-decoding accuracy."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tasks import BOS, SEP, get_task
+
+__all__ = ["train", "evaluate", "generate", "task_loss"]
+
+EVAL_SEED = 1234
+
+
+def task_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the answer tokens only (targets are −100 elsewhere)."""
+    logits = model(inputs)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def generate(model: nn.Module, x: torch.Tensor, task=None) -> torch.Tensor:
+    """Greedy answer of the model for digit sequences x (batch, n): feeds BOS x SEP and decodes n tokens."""
+    n = x.shape[1]
+    dev = _device_of(model)
+    b = x.shape[0]
+    seq = torch.cat([torch.full((b, 1), BOS), x.cpu(), torch.full((b, 1), SEP)], 1).to(dev)
+    for _ in range(n):
+        logits = model(seq)[:, -1]
+        seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
+    return seq[:, n + 2:].cpu()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task, n_examples: int = 512, metric: str = "token",
+             seed: int = EVAL_SEED, batch_size: int = 512) -> float:
+    """Accuracy of greedy decoding on a fixed held-out set: per answer token ("token") or whole answer ("sequence")."""
+    task = get_task(task)
+    if metric not in ("token", "sequence"):
+        raise ValueError(f"metric must be 'token' or 'sequence', got {metric!r}")
+    if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples <= 0:
+        raise ValueError(f"n_examples must be a positive int, got {n_examples!r}")
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    correct = total = 0
+    try:
+        for start in range(0, n_examples, batch_size):
+            x = task.sample_x(min(batch_size, n_examples - start), g)
+            ok = generate(model, x) == task.fn(x)
+            if metric == "token":
+                correct += int(ok.sum())
+                total += ok.numel()
+            else:
+                correct += int(ok.all(1).sum())
+                total += ok.shape[0]
+    finally:
+        model.train(was_training)
+    return correct / total
+
+
+def train(model: nn.Module, task, steps: int, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
+          weight_decay: float = 0.0, eval_every: int | None = None, eval_examples: int = 256,
+          progress: bool = True, callback=None, desc: str | None = None) -> dict:
+    """Train every parameter with requires_grad on `task` with AdamW; returns a history dict.
+
+    history: step, loss (every step), eval_step / accuracy (every `eval_every` steps and at the end),
+    seconds, steps_per_second. Data comes from a generator seeded with `seed`, so runs repeat exactly on CPU.
+    """
+    task = get_task(task)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (did add_lora freeze everything else?)")
+    if eval_every is not None and (not isinstance(eval_every, int) or eval_every <= 0):
+        raise ValueError(f"eval_every must be a positive int or None, got {eval_every!r}")
+    dev = _device_of(model)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    hist = {"task": task.name, "step": [], "loss": [], "eval_step": [], "accuracy": []}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=desc or f"train {task.name}", leave=False)
+    model.train()
+    t0 = time.perf_counter()
+    try:
+        for step in range(1, steps + 1):
+            inputs, targets = task.batch(batch_size, g, dev)
+            loss = task_loss(model, inputs, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lv = loss.item()
+            hist["step"].append(step)
+            hist["loss"].append(lv)
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0 or step == steps:
+                    bar.set_postfix(loss=f"{lv:.3f}")
+            if eval_every and step % eval_every == 0 and step != steps:
+                hist["eval_step"].append(step)
+                hist["accuracy"].append(evaluate(model, task, eval_examples))
+            if callback is not None:
+                callback(step, lv)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    hist["eval_step"].append(steps)
+    hist["accuracy"].append(evaluate(model, task, eval_examples))
+    model.eval()
+    hist["seconds"] = seconds
+    hist["steps_per_second"] = steps / seconds if seconds > 0 else float("inf")
+    return hist
