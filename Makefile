@@ -1,0 +1,48 @@
+# lora-edu: `make lab` opens the series, `make test` runs every check. Both create .venv first.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/python -m pip install -q -c constraints.txt
+BASE    := $(VENV)/.installed-base
+DEV     := $(VENV)/.installed-dev
+
+.PHONY: setup setup-dev lab test lint html student bench pretrain clean
+
+$(BASE): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) torch          # the tested torch first (constraints.txt), never an unpinned multi-GB build
+	$(PIP) -e .
+	$(BIN)/python -c "import lora_edu, ipywidgets, jupyterlab_widgets; print('lora_edu', lora_edu.__version__, 'ready')"
+	touch $@
+
+$(DEV): $(BASE)
+	$(PIP) -e ".[dev]"
+	touch $@
+
+setup: $(BASE)
+setup-dev: $(DEV)
+
+lab: $(BASE)  ## open the notebook series in JupyterLab
+	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
+
+test: $(DEV)  ## lint + the whole test suite (notebooks in fast mode included)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(DEV)
+	$(BIN)/ruff check .
+
+html: $(DEV)  ## execute every notebook and export HTML with an index page to build/html
+	$(BIN)/python -m lora_edu.tools.export_html build/html
+
+student: $(BASE)  ## copies of the notebooks without solution cells, in notebooks/student
+	$(BIN)/python -m lora_edu.tools.student notebooks notebooks/student
+
+bench: $(DEV)  ## LoRA vs PEFT performance table
+	$(BIN)/python -m lora_edu.bench
+
+pretrain: $(BASE)  ## regenerate the shipped checkpoint deterministically
+	$(BIN)/python -m lora_edu.pretrain
+
+clean:
+	rm -rf build notebooks/student .pytest_cache
