@@ -33,10 +33,10 @@ lint: $(DEV)
 	$(BIN)/ruff check .
 
 html: $(DEV)  ## execute every notebook and export HTML with an index page to build/html
-	$(BIN)/python -m lora_edu.tools.export_html build/html
+	$(BIN)/python tools/export_html.py build/html
 
 student: $(BASE)  ## copies of the notebooks without solution cells, in notebooks/student
-	$(BIN)/python -m lora_edu.tools.student notebooks notebooks/student
+	$(BIN)/python tools/student.py notebooks notebooks/student
 
 bench: $(DEV)  ## LoRA vs PEFT performance table
 	$(BIN)/python -m lora_edu.bench

@@ -1,0 +1,71 @@
+"""Shared notebook helpers for the tests: find, execute (fast mode) and scan notebooks for tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def all_notebooks() -> list[Path]:
+    """Every notebook of the series and its solutions (not generated student copies or checkpoints)."""
+    found = sorted(NOTEBOOKS.glob("*.ipynb")) + sorted((NOTEBOOKS / "solutions").glob("*.ipynb"))
+    return [p for p in found if ".ipynb_checkpoints" not in p.parts]
+
+
+def execute(path: Path, timeout: int = 300, store_widget_state: bool = True):
+    """Run a notebook top to bottom in fast mode with its own folder as cwd; returns the executed notebook."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    env_before = os.environ.get("LORA_EDU_FAST")
+    os.environ["LORA_EDU_FAST"] = "1"
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    try:
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
+                                store_widget_state=store_widget_state,
+                                resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
+    finally:
+        if env_before is None:
+            os.environ.pop("LORA_EDU_FAST", None)
+        else:
+            os.environ["LORA_EDU_FAST"] = env_before
+    return nb
+
+
+_BAD = ("Traceback (most recent call last)", "Error displaying widget", "model not found")
+
+
+def _texts(output: dict):
+    if output.get("output_type") == "error":
+        yield "ERROR OUTPUT: " + output.get("ename", "") + ": " + output.get("evalue", "")
+    if "text" in output:
+        yield "".join(output["text"]) if isinstance(output["text"], list) else output["text"]
+    for key, val in (output.get("data") or {}).items():
+        if key.startswith("text/"):
+            yield "".join(val) if isinstance(val, list) else str(val)
+    if "traceback" in output:
+        yield "\n".join(output["traceback"])
+
+
+def problems(nb) -> list[str]:
+    """Error outputs or tracebacks anywhere: cell outputs and saved widget state (Output widgets)."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            for text in _texts(out):
+                if text.startswith("ERROR OUTPUT") or any(b in text for b in _BAD):
+                    found.append(f"cell {i}: {text[:500]}")
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    blob = json.dumps(state)
+    for bad in _BAD + ('"output_type": "error"',):
+        if bad in blob:
+            at = blob.index(bad)
+            found.append(f"widget state: ...{blob[max(0, at - 200): at + 300]}...")
+    return found
