@@ -86,9 +86,10 @@ class Adapter:
             raise ValueError(f"all adapter tensors must share one dtype, got {sorted(map(str, dtypes))}")
 
     def delta(self, name: str) -> torch.Tensor:
-        """ΔW of one layer, scaling · B @ A, in float32."""
+        """ΔW of one layer, scaling · B @ A, in float32 (float64 for float64 adapters)."""
         A, B = self.tensors[name]
-        return (B.float() @ A.float()) * self.scaling
+        work = torch.promote_types(A.dtype, torch.float32)
+        return (B.to(work) @ A.to(work)) * self.scaling
 
     def num_parameters(self) -> int:
         return sum(A.numel() + B.numel() for A, B in self.tensors.values())
@@ -249,14 +250,14 @@ def _apply(model: nn.Module, adapter: Adapter, weight: float, sign: float) -> li
     deltas = {}
     for n in adapter.tensors:
         w = modules[n].weight
-        d = adapter.delta(n).to(w.device) * (sign * weight)
+        d = adapter.delta(n).to(device=w.device, dtype=torch.promote_types(w.dtype, torch.float32)) * (sign * weight)
         if not torch.isfinite(d).all():
             raise ValueError(f"refusing to merge: ΔW of {n!r} contains NaN or inf (model untouched)")
         deltas[n] = d
     with torch.no_grad():
         for n, d in deltas.items():
             w = modules[n].weight
-            w.copy_((w.float() + d).to(w.dtype))
+            w.copy_((w.to(d.dtype) + d).to(w.dtype))
     return list(deltas)
 
 

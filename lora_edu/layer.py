@@ -107,8 +107,13 @@ class LoRALinear(nn.Module):
         """ΔW = scaling · B @ A, a d×k matrix in the layer's dtype."""
         return (self.B @ self.A) * self.scaling
 
+    def _work_dtype(self) -> torch.dtype:
+        """float32 for low-precision layers, float64 stays float64 (never round a double through float)."""
+        return torch.promote_types(self.base.weight.dtype, torch.float32)
+
     def _delta_fp32(self) -> torch.Tensor:
-        return (self.B.detach().float() @ self.A.detach().float()) * self.scaling
+        work = self._work_dtype()
+        return (self.B.detach().to(work) @ self.A.detach().to(work)) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.linear(x, self.base.weight, self.base.bias)
@@ -134,7 +139,7 @@ class LoRALinear(nn.Module):
         W = self.base.weight
         if keep_original:
             self._W0 = W.detach().clone()
-        W.copy_((W.float() + delta).to(W.dtype))
+        W.copy_((W.to(delta.dtype) + delta).to(W.dtype))
         self._merged = True
         self._merged_versions = (self.A._version, self.B._version)
 
@@ -153,7 +158,8 @@ class LoRALinear(nn.Module):
             W.copy_(self._W0)
             self._W0 = None
         else:
-            W.copy_((W.float() - self._delta_fp32()).to(W.dtype))
+            delta = self._delta_fp32()
+            W.copy_((W.to(delta.dtype) - delta).to(W.dtype))
         self._merged = False
         self._merged_versions = None
 
