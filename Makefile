@@ -23,7 +23,7 @@ setup: $(BASE)
 setup-dev: $(DEV)
 
 lab: $(BASE)  ## open the notebook series in JupyterLab
-	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00_start_here.ipynb
 
 test: $(DEV)  ## lint + the whole test suite (notebooks in fast mode included)
 	$(BIN)/ruff check .

@@ -81,7 +81,9 @@ def lab():
     bin_dir = Path(sys.executable).parent
     cmd = [str(bin_dir / "jupyter"), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--ServerApp.open_browser=False",
-           "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=False"]
+           "--LabApp.news_url="]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
     log = open(work / "lab.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
     base = f"http://127.0.0.1:{port}"
