@@ -82,8 +82,10 @@ def add_lora(model: nn.Module, targets=("q_proj", "v_proj"), r: int = 4, alpha: 
         raise TypeError(f"add_lora got unexpected keyword arguments {sorted(unknown)}")
     for n in chosen:
         check_lora_args(model.get_submodule(n), r, alpha, **layer_kwargs)
+    keep = {id(p) for m in lora_layers(model).values() for p in (m.A, m.B)}  # earlier add_lora calls
     for p in model.parameters():
-        p.requires_grad_(False)
+        if id(p) not in keep:
+            p.requires_grad_(False)
     for n in chosen:
         _set_submodule(model, n, LoRALinear(model.get_submodule(n), r, alpha, **layer_kwargs))
     return chosen
