@@ -1,0 +1,65 @@
+"""Exercises, worked solutions and the student edition stay consistent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from .nbtools import NOTEBOOKS, ROOT
+
+MAIN = sorted(NOTEBOOKS.glob("*.ipynb"))
+sys.path.insert(0, str(ROOT / "tools"))
+import solutions as solutions_tool  # noqa: E402
+import student as student_tool  # noqa: E402
+
+
+def _tags(c):
+    return c.get("metadata", {}).get("tags", [])
+
+
+@pytest.mark.parametrize("path", [p for p in MAIN if not p.name.startswith("00_")], ids=lambda p: p.name)
+def test_exercises_have_checks_and_solutions(path):
+    nb = nbformat.read(path, as_version=4)
+    ex = [c for c in nb.cells if "exercise" in _tags(c)]
+    sol = [c for c in nb.cells if "solution" in _tags(c)]
+    assert 2 <= len(ex) <= 4, f"{path.name}: {len(ex)} exercise cells (want 2–4)"
+    assert len(sol) >= len(ex), f"{path.name}: {len(ex)} exercises but {len(sol)} solution cells"
+    for c in ex + sol:
+        assert "checks." in c.source, f"{path.name}: exercise/solution cell without a self-check:\n{c.source}"
+    for c in sol:
+        assert "assert " in c.source, f"{path.name}: a solution cell must assert its check passes"
+
+
+def test_solutions_notebooks_up_to_date():
+    stale = subprocess.run([sys.executable, str(ROOT / "tools" / "solutions.py"), "--check"],
+                           capture_output=True, text=True)
+    assert stale.returncode == 0, stale.stdout + stale.stderr
+
+
+def test_solution_builder_keeps_setup_and_solutions_only():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# T"), nbformat.v4.new_code_cell("import x"),
+                nbformat.v4.new_code_cell("lesson = 1"), nbformat.v4.new_markdown_cell("## Exercises"),
+                nbformat.v4.new_code_cell("answer = None", metadata={"tags": ["exercise"]}),
+                nbformat.v4.new_code_cell("answer = 2\nassert checks.ex1(answer)",
+                                          metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}})]
+    out = solutions_tool.solutions_notebook(nb, "t.ipynb")
+    sources = [c.source for c in out.cells]
+    assert "import x" in sources and "lesson = 1" not in sources and "answer = None" not in sources
+    assert out.cells[-1].metadata.get("jupyter") is None  # shown, not hidden
+
+
+def test_student_edition_strips_every_solution(tmp_path):
+    assert student_tool.main([str(NOTEBOOKS), str(tmp_path)]) == 0
+    for path in MAIN:
+        src = json.loads(path.read_text())
+        stu = json.loads((tmp_path / path.name).read_text())
+        n_sol = sum("solution" in _tags(c) for c in src["cells"])
+        assert not any("solution" in _tags(c) for c in stu["cells"])
+        assert len(stu["cells"]) == len(src["cells"]) - n_sol
+        assert [c["source"] for c in stu["cells"] if "exercise" in _tags(c)] == \
+               [c["source"] for c in src["cells"] if "exercise" in _tags(c)]
