@@ -6,7 +6,7 @@ PIP     := $(BIN)/python -m pip install -q -c constraints.txt
 BASE    := $(VENV)/.installed-base
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: setup setup-dev lab test lint html student bench pretrain clean
+.PHONY: setup setup-dev lab test lint html student solutions bench times pretrain clean
 
 $(BASE): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,10 +33,16 @@ lint: $(DEV)
 	$(BIN)/ruff check .
 
 html: $(DEV)  ## execute every notebook and export HTML with an index page to build/html
-	$(BIN)/python tools/export_html.py build/html
+	$(BIN)/python tools/export_html.py build/html $(if $(wildcard build/executed),--reuse build/executed)
 
 student: $(BASE)  ## copies of the notebooks without solution cells, in notebooks/student
 	$(BIN)/python tools/student.py notebooks notebooks/student
+
+solutions:  ## regenerate notebooks/solutions from the cells tagged `solution`
+	$(BIN)/python tools/solutions.py
+
+times: $(DEV)  ## time every notebook in fast and full mode
+	$(BIN)/python benchmarks/notebook_times.py
 
 bench: $(DEV)  ## LoRA vs PEFT performance table
 	$(BIN)/python -m lora_edu.bench
