@@ -1,0 +1,128 @@
+"""Shared fixtures for the core tests.
+
+Everything that can run on an accelerator uses ``le.get_device()``, so ``LORA_EDU_DEVICE=cuda pytest``
+exercises CUDA; comparisons against loralib / PEFT stay on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+import lora_edu as le
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return le.get_device()
+
+
+@pytest.fixture(scope="session")
+def _pretrained_cpu() -> nn.Module:
+    return le.load_pretrained(device="cpu")
+
+
+@pytest.fixture
+def pretrained(_pretrained_cpu, device) -> nn.Module:
+    """A fresh copy of the shipped pretrained ToyTransformer on `device`, in eval mode."""
+    return copy.deepcopy(_pretrained_cpu).to(device).eval()
+
+
+@pytest.fixture
+def tokens(device) -> torch.Tensor:
+    """A fixed batch of model inputs for the reverse task (batch 8, length 17)."""
+    g = torch.Generator().manual_seed(7)
+    inputs, _ = le.get_task("reverse").batch(8, g, device)
+    return inputs
+
+
+def seeded_linear(k: int = 24, d: int = 40, bias: bool = True, seed: int = 0, dtype=torch.float32,
+                  device="cpu") -> nn.Linear:
+    """nn.Linear(k → d) whose weights depend only on `seed` (W0 is d×k, as in the paper)."""
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(k, d, bias=bias)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(d, k, generator=g) / k**0.5)
+        if bias:
+            lin.bias.copy_(torch.randn(d, generator=g) * 0.1)
+    return lin.to(device=device, dtype=dtype)
+
+
+def randomize_lora(model_or_layer: nn.Module, seed: int = 0, std: float = 0.1) -> None:
+    """Give every LoRA layer a non-zero B (and a fresh A) from a seeded generator, so ΔW ≠ 0."""
+    g = torch.Generator().manual_seed(seed)
+    layers = ([model_or_layer] if isinstance(model_or_layer, le.LoRALinear)
+              else list(le.lora_layers(model_or_layer).values()))
+    with torch.no_grad():
+        for m in layers:
+            m.A.copy_(torch.randn(m.A.shape, generator=g, dtype=torch.float64) / m.A.shape[1] ** 0.5)
+            m.B.copy_(torch.randn(m.B.shape, generator=g, dtype=torch.float64) * std)
+
+
+@pytest.fixture
+def linear(device) -> nn.Linear:
+    """A small fp32 nn.Linear(24 → 40) with seeded weights on `device`."""
+    return seeded_linear(device=device)
+
+
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's raw bits (so NaN == NaN and -0.0 != 0.0): 'bit-identical' taken literally."""
+    return t.view(_INT_OF_SIZE[t.element_size()]) if t.is_floating_point() else t
+
+
+@dataclass
+class Snapshot:
+    """Everything about a module that a refused call must leave alone."""
+
+    tensors: dict
+    grads: dict
+    types: dict
+    merged: dict
+    training: bool
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Snapshot:
+        return cls(
+            tensors={k: v.detach().clone() for k, v in model.state_dict().items()},
+            grads={n: p.requires_grad for n, p in model.named_parameters()},
+            types={n: type(m) for n, m in model.named_modules()},
+            merged={n: m.merged for n, m in model.named_modules() if isinstance(m, le.LoRALinear)},
+            training=model.training,
+        )
+
+    def assert_unchanged(self, model: nn.Module) -> None:
+        now = Snapshot.of(model)
+        assert now.types == self.types, "module types changed"
+        assert now.grads == self.grads, "requires_grad flags changed"
+        assert now.merged == self.merged, "merged flags changed"
+        assert now.training == self.training
+        assert now.tensors.keys() == self.tensors.keys(), "state_dict keys changed"
+        for k, v in self.tensors.items():
+            w = now.tensors[k]
+            assert w.dtype == v.dtype and w.device == v.device, f"{k}: dtype/device changed"
+            assert torch.equal(_bits(w), _bits(v)), f"{k}: values changed"
+
+
+@pytest.fixture
+def snapshot():
+    """snap = snapshot(model); ...; snap.assert_unchanged(model) — bit-identical state, flags and types."""
+    return Snapshot.of
+
+
+@pytest.fixture
+def make_linear():
+    """make_linear(k, d, bias=True, seed=0, dtype=float32, device="cpu") -> seeded nn.Linear."""
+    return seeded_linear
+
+
+@pytest.fixture
+def randomize():
+    """randomize(model_or_layer, seed=0, std=0.1): non-zero seeded A and B in every LoRA layer."""
+    return randomize_lora
