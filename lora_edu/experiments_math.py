@@ -1,0 +1,192 @@
+"""Small, fast matrix experiments for notebooks 02–03: fitting a known update ΔW* with LoRA or full fine-tuning.
+
+The "small problem" is a single linear layer whose inputs are white noise: for x ~ N(0, I) the expected
+squared error ‖(ΔW − ΔW*) x‖² equals ‖ΔW − ΔW*‖_F², so fitting a layer's update reduces to fitting a
+matrix. We train B and A with Adam written out by hand, batched over many learning rates at once
+(each learning rate is an independent run from the same initialization), so a whole lr × r sweep takes
+seconds on a CPU. Pure torch; no plotting here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["SCHEMES", "scaling_for", "planted_update", "fit_lora", "fit_full", "lr_sweep", "best_lr",
+           "rank_sweep"]
+
+SCHEMES = ("alpha/r", "alpha", "alpha/sqrt(r)")
+
+
+def _check_int(v, name, lo=1):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{name} must be an int ≥ {lo}, got {v!r}")
+    return v
+
+
+def scaling_for(scheme: str, alpha: float, r: int) -> float:
+    """The factor multiplying B·A: α/r (LoRA, §4.1), α (no division), α/√r (rsLoRA)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    _check_int(r, "r")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    return {"alpha/r": alpha / r, "alpha": float(alpha), "alpha/sqrt(r)": alpha / math.sqrt(r)}[scheme]
+
+
+def planted_update(d: int = 64, k: int = 64, rank: int = 4, seed: int = 0, top: float = 1.0,
+                   bottom: float = 0.5, device=None) -> torch.Tensor:
+    """A d×k matrix of exactly rank `rank` with singular values spaced evenly from `top` down to `bottom`.
+
+    Random orthonormal singular vectors from a seeded generator: same matrix on every machine.
+    """
+    _check_int(d, "d")
+    _check_int(k, "k")
+    _check_int(rank, "rank")
+    if rank > min(d, k):
+        raise ValueError(f"rank must be ≤ min(d, k) = {min(d, k)}, got {rank}")
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(d, rank, generator=g))
+    V, _ = torch.linalg.qr(torch.randn(k, rank, generator=g))
+    s = torch.linspace(top, bottom, rank)
+    return ((U * s) @ V.T).to(device)
+
+
+def _lrs_tensor(lrs, device):
+    lrs = [lrs] if isinstance(lrs, (int, float)) else list(lrs)
+    if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in lrs):
+        raise ValueError(f"lrs must be a positive number or a non-empty list of them, got {lrs!r}")
+    return torch.tensor(lrs, dtype=torch.float32, device=device)
+
+
+def _adam(params, grads, state, lr, t, b1=0.9, b2=0.999, eps=1e-8):
+    """One Adam step on each parameter (batched over runs along dim 0; lr has shape (n, 1, 1))."""
+    for p, g, (m, v) in zip(params, grads, state):
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        p.sub_(lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps))
+
+
+def _loss(E, nrm, batch, gx):
+    """Relative error ‖E‖²/‖ΔW*‖² (exact), and the minibatch estimate used for the gradient."""
+    exact = E.pow(2).sum((1, 2)) / nrm
+    if not batch:
+        return exact, exact
+    X = torch.randn(E.shape[2], batch, generator=gx).to(E.device)
+    return exact, (E @ X).pow(2).sum((1, 2)) / (batch * nrm)
+
+
+def fit_lora(target: torch.Tensor, r: int, lrs, steps: int, scaling: float, seed: int = 0,
+             batch: int | None = None, init: str = "gaussian") -> dict:
+    """Fit scaling·B·A ≈ target with Adam, one independent run per learning rate, all from the same A, B = 0.
+
+    batch=None: exact gradient of ‖scaling·BA − target‖²_F / ‖target‖²_F. batch=n: the gradient comes from
+    n fresh white-noise inputs per step (as in real minibatch training), so too large a learning rate is
+    punished by noise. Returns {"loss": (n_lr, steps) exact relative errors, "delta": (n_lr, d, k) final ΔW}.
+    """
+    target = _as_target(target)
+    d, k = target.shape
+    _check_int(r, "r")
+    _check_int(steps, "steps", 0)
+    if r > min(d, k):
+        raise ValueError(f"r must be ≤ min(d, k) = {min(d, k)}, got {r}")
+    if init not in ("gaussian", "kaiming"):
+        raise ValueError(f"init must be 'gaussian' or 'kaiming', got {init!r}")
+    dev = target.device
+    lr = _lrs_tensor(lrs, dev)
+    n = lr.numel()
+    g = torch.Generator().manual_seed(seed)
+    if init == "gaussian":
+        A0 = torch.randn(r, k, generator=g) / math.sqrt(k)
+    else:  # kaiming-uniform with a=√5, as nn.Linear / loralib / PEFT: U(−1/√k, 1/√k)
+        A0 = (torch.rand(r, k, generator=g) * 2 - 1) / math.sqrt(k)
+    A = A0.to(dev).expand(n, r, k).clone().requires_grad_()
+    B = torch.zeros(n, d, r, device=dev, requires_grad=True)
+    state = [(torch.zeros_like(A), torch.zeros_like(A)), (torch.zeros_like(B), torch.zeros_like(B))]
+    nrm = target.pow(2).sum()
+    gx = torch.Generator().manual_seed(seed + 1)
+    out = torch.empty(n, steps)
+    lr = lr.view(n, 1, 1)
+    for t in range(1, steps + 1):
+        exact, loss = _loss(scaling * B @ A - target, nrm, batch, gx)
+        gA, gB = torch.autograd.grad(loss.sum(), [A, B])
+        with torch.no_grad():
+            _adam([A, B], [gA, gB], state, lr, t)
+        out[:, t - 1] = exact.detach().cpu()
+    with torch.no_grad():
+        delta = (scaling * B @ A).detach()
+    return {"loss": out, "delta": delta}
+
+
+def fit_full(target: torch.Tensor, lrs, steps: int, seed: int = 0, batch: int | None = None) -> dict:
+    """Full fine-tuning of the same layer: train ΔW (d×k, starting at 0) directly with Adam."""
+    target = _as_target(target)
+    _check_int(steps, "steps", 0)
+    dev = target.device
+    lr = _lrs_tensor(lrs, dev)
+    n = lr.numel()
+    D = torch.zeros(n, *target.shape, device=dev, requires_grad=True)
+    state = [(torch.zeros_like(D), torch.zeros_like(D))]
+    nrm = target.pow(2).sum()
+    gx = torch.Generator().manual_seed(seed + 1)
+    out = torch.empty(n, steps)
+    lr = lr.view(n, 1, 1)
+    for t in range(1, steps + 1):
+        exact, loss = _loss(D - target, nrm, batch, gx)
+        (gD,) = torch.autograd.grad(loss.sum(), [D])
+        with torch.no_grad():
+            _adam([D], [gD], state, lr, t)
+        out[:, t - 1] = exact.detach().cpu()
+    return {"loss": out, "delta": D.detach()}
+
+
+def _as_target(target):
+    if not isinstance(target, torch.Tensor) or target.ndim != 2:
+        raise ValueError(f"target must be a 2-D torch tensor, got {getattr(target, 'shape', type(target).__name__)}")
+    return target.detach().float()
+
+
+def lr_sweep(target: torch.Tensor, ranks, lrs, steps: int, scheme: str = "alpha/r", alpha: float = 4.0,
+             seed: int = 0, batch: int | None = 16, last: int = 10) -> dict:
+    """Final error (mean of the last `last` steps) for every (r, lr) pair under one scaling scheme.
+
+    Returns {"ranks", "lrs", "scheme", "alpha", "final": tensor (len(ranks), len(lrs))}.
+    """
+    lrs = list(lrs)
+    ranks = [_check_int(r, "ranks") for r in ranks]
+    final = torch.empty(len(ranks), len(lrs))
+    for i, r in enumerate(ranks):
+        res = fit_lora(target, r, lrs, steps, scaling_for(scheme, alpha, r), seed=seed, batch=batch)
+        tail = res["loss"][:, -min(last, steps):]
+        final[i] = torch.nan_to_num(tail.mean(1), nan=math.inf)
+    return {"ranks": ranks, "lrs": lrs, "scheme": scheme, "alpha": alpha, "final": final}
+
+
+def best_lr(sweep: dict) -> list[float]:
+    """The learning rate with the lowest final error, for each rank of an lr_sweep result."""
+    idx = sweep["final"].argmin(1).tolist()
+    return [sweep["lrs"][i] for i in idx]
+
+
+def rank_sweep(target: torch.Tensor, ranks, steps: int, lrs=(3e-3, 1e-2, 3e-2), alpha: float = 1.0,
+               seed: int = 0) -> dict:
+    """Best-over-lrs final error of LoRA at each r (α/r scaling, exact gradients) and of full fine-tuning.
+
+    Returns {"ranks", "lora": [error per r], "full": error, "eckart_young": [best possible error per r]}.
+    """
+    target = _as_target(target)
+    ranks = [_check_int(r, "ranks") for r in ranks]
+    s = torch.linalg.svdvals(target.double().cpu())
+    total = float(s.pow(2).sum())
+    lora, deltas = [], {}
+    for r in ranks:
+        res = fit_lora(target, r, list(lrs), steps, scaling_for("alpha/r", alpha, r), seed=seed)
+        fin = torch.nan_to_num(res["loss"][:, -1], nan=math.inf)
+        j = int(fin.argmin())
+        lora.append(float(fin[j]))
+        deltas[r] = res["delta"][j]
+    full = fit_full(target, list(lrs), steps, seed=seed)
+    ey = [float(s[r:].pow(2).sum()) / total for r in ranks]
+    return {"ranks": ranks, "lora": lora, "full": float(full["loss"][:, -1].min()), "eckart_young": ey,
+            "deltas": deltas}

@@ -1,0 +1,424 @@
+"""Widget callbacks for the notebooks, as plain functions, plus thin ipywidgets builders around them.
+
+Why plain functions: ``ipywidgets.interact`` swallows exceptions, so a notebook that "runs green" proves
+nothing about a callback. Every callback here returns data, a matplotlib Figure, or — for input a slider
+should not produce (r = 0 where meaningless, r beyond the rank) — a readable message string. They never
+raise for slider values. The builders (``*_widget``) only wire sliders to callbacks and display the result.
+
+Speed: a matrix's SVD is computed once (``MatrixSVD``); each slider move only multiplies the kept factors.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from . import experiments_math as em
+from . import plots
+from .lowrank import compression_ratio, lora_param_count
+
+__all__ = [
+    "MatrixSVD", "grace_hopper", "rank_message", "low_rank_summary", "low_rank_figure",
+    "WeightSVDs", "weight_rank_summary", "weight_rank_figure",
+    "param_count_summary", "param_count_figure",
+    "scaling_curves", "scaling_figure",
+    "image_rank_widget", "weight_rank_widget", "param_count_widget", "scaling_widget", "hello_slider",
+]
+
+
+# --------------------------------------------------------------------------------------------- matrices
+class MatrixSVD:
+    """A matrix and its SVD, computed once: ``approx(r)`` is then one small matrix product.
+
+    Everything is float64 on the CPU (teaching-size matrices; exact comparisons with Eckart–Young).
+    """
+
+    def __init__(self, W, name: str = "W"):
+        if not isinstance(W, torch.Tensor):
+            W = torch.as_tensor(W)
+        if W.ndim != 2 or min(W.shape) == 0:
+            raise ValueError(f"W must be a non-empty 2-D matrix, got shape {tuple(W.shape)}")
+        self.name = name
+        self.W = W.detach().to("cpu", torch.float64)
+        self.U, self.S, self.Vh = torch.linalg.svd(self.W, full_matrices=False)
+        s2 = self.S**2
+        self.total_energy = float(s2.sum())
+        self.norm = math.sqrt(self.total_energy)
+        self._tail = torch.cat([s2.flip(0).cumsum(0).flip(0), torch.zeros(1, dtype=s2.dtype)])  # Σ_{i≥r} σᵢ²
+        tol = max(self.W.shape) * torch.finfo(torch.float64).eps * float(self.S[0]) if len(self.S) else 0.0
+        self.rank = int((self.S > tol).sum())
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.W.shape)
+
+    @property
+    def max_rank(self) -> int:
+        """min(d, k): the largest rank a d×k matrix can have (the slider's right end)."""
+        return min(self.shape)
+
+    def approx(self, r: int) -> torch.Tensor:
+        """Best rank-r approximation W_r = U_r Σ_r V_rᵀ (no new SVD)."""
+        return (self.U[:, :r] * self.S[:r]) @ self.Vh[:r]
+
+    def predicted_error(self, r: int) -> float:
+        """Eckart–Young: ‖W − W_r‖_F = sqrt(Σ_{i>r} σᵢ²)."""
+        return math.sqrt(max(float(self._tail[r]), 0.0))
+
+    def energy(self, r: int) -> float:
+        return 1.0 if self.total_energy == 0 else 1.0 - float(self._tail[r]) / self.total_energy
+
+
+def grace_hopper(downsample: int = 2) -> torch.Tensor:
+    """The grayscale portrait of Grace Hopper shipped with matplotlib (offline), values in [0, 1].
+
+    downsample=2 gives a 300×256 matrix: its SVD takes a fraction of a second.
+    """
+    import matplotlib.cbook as cbook
+    import matplotlib.image as mimage
+
+    if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
+        raise ValueError(f"downsample must be an int ≥ 1, got {downsample!r}")
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        img = mimage.imread(f, format="jpg")
+    gray = torch.as_tensor(img[..., :3].mean(-1), dtype=torch.float64) / 255.0
+    return gray[::downsample, ::downsample].contiguous()
+
+
+def rank_message(r, max_rank: int) -> str | None:
+    """None if r is a usable rank for a matrix whose largest possible rank is max_rank; else why not."""
+    if isinstance(r, bool) or not isinstance(r, int):
+        return f"r must be a whole number, got {r!r}."
+    if r < 0:
+        return f"r = {r} is negative: a rank counts kept directions, so it is 0 or more."
+    if r > max_rank:
+        return (f"r = {r} is beyond this matrix's largest possible rank, min(d, k) = {max_rank}: "
+                f"there are only {max_rank} singular values to keep. Pick r between 0 and {max_rank}.")
+    return None
+
+
+def low_rank_summary(msvd: MatrixSVD, r) -> dict | str:
+    """Numbers for the rank slider: the approximation W_r and how good it is, or a message for a bad r.
+
+    Keys: r, approx, error (measured ‖W − W_r‖_F), predicted_error (Eckart–Young), relative_error,
+    energy, stored (numbers stored by the factors, r·(d + k)), full (d·k), note (a remark or "").
+    """
+    msg = rank_message(r, msvd.max_rank)
+    if msg:
+        return msg
+    d, k = msvd.shape
+    approx = msvd.approx(r)
+    err = float(torch.linalg.matrix_norm(msvd.W - approx))
+    note = ""
+    if r == 0:
+        note = "r = 0 keeps nothing: the approximation is the zero matrix and the error is all of ‖W‖."
+    elif r >= msvd.rank:
+        note = (f"r ≥ rank(W) = {msvd.rank}: every nonzero singular value is kept, so W_r equals W "
+                f"(up to rounding).")
+    return {"r": r, "approx": approx, "error": err, "predicted_error": msvd.predicted_error(r),
+            "relative_error": 0.0 if msvd.norm == 0 else err / msvd.norm, "energy": msvd.energy(r),
+            "stored": r * (d + k), "full": d * k, "note": note}
+
+
+def low_rank_figure(msvd: MatrixSVD, r, image: bool = False):
+    """Four panels: W, its best rank-r approximation, the error W − W_r, and the spectrum with r marked.
+
+    Returns a matplotlib Figure, or a message string for a bad r.
+    """
+    res = low_rank_summary(msvd, r)
+    if isinstance(res, str):
+        return res
+    fig, ax = plots.figure(4, 1, width=3.3, height=3.1)
+    if image:
+        plots.show_matrix(ax[0], msvd.W, "original", symmetric=False, vmax=1.0)
+        plots.show_matrix(ax[1], res["approx"].clamp(0, 1), f"rank {r} approximation", symmetric=False, vmax=1.0)
+    else:
+        v = float(msvd.W.abs().max()) or 1.0
+        plots.show_matrix(ax[0], msvd.W, f"{msvd.name} {msvd.shape[0]}×{msvd.shape[1]}", vmax=v)
+        plots.show_matrix(ax[1], res["approx"], f"rank {r} approximation", vmax=v)
+    E = msvd.W - res["approx"]
+    plots.show_matrix(ax[2], E, f"error W − W_r\n‖·‖_F = {res['error']:.3g} ({res['relative_error']:.1%})",
+                      symmetric=True, vmax=float(E.abs().max()) or 1.0)  # own scale: structure stays visible
+    plots.plot_spectrum(ax[3], msvd.S, r)
+    ax[3].set_title(f"spectrum: energy kept {res['energy']:.1%}", fontsize=10)
+    fig.suptitle(f"r = {r}: stores {res['stored']:,} numbers instead of {res['full']:,}"
+                 + (f"\n{res['note']}" if res["note"] else ""), fontsize=10)
+    return fig
+
+
+class WeightSVDs:
+    """Lazily computed, cached SVDs of every nn.Linear weight of a model (for the weight dropdown)."""
+
+    def __init__(self, model):
+        from torch import nn
+
+        self.weights = {n: m.weight for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        if not self.weights:
+            raise ValueError("model has no nn.Linear layers")
+        self._cache: dict[str, MatrixSVD] = {}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.weights)
+
+    def get(self, name: str) -> MatrixSVD | str:
+        if name not in self.weights:
+            return f"{name!r} is not a Linear weight of this model; choose one of: {', '.join(self.weights)}."
+        if name not in self._cache:
+            self._cache[name] = MatrixSVD(self.weights[name], name)
+        return self._cache[name]
+
+
+def weight_rank_summary(svds: WeightSVDs, name: str, r) -> dict | str:
+    """low_rank_summary for one weight of the model (a message for an unknown name or a bad r)."""
+    msvd = svds.get(name)
+    return msvd if isinstance(msvd, str) else low_rank_summary(msvd, r)
+
+
+def weight_rank_figure(svds: WeightSVDs, name: str, r):
+    """low_rank_figure for one weight of the model, or a message string."""
+    msvd = svds.get(name)
+    if isinstance(msvd, str):
+        return msvd
+    if isinstance(r, int) and not isinstance(r, bool) and r > msvd.max_rank:
+        return (f"{name} is {msvd.shape[0]}×{msvd.shape[1]}, so its rank is at most {msvd.max_rank}; "
+                f"r = {r} is beyond that. Pick r between 0 and {msvd.max_rank}.")
+    return low_rank_figure(msvd, r)
+
+
+# ------------------------------------------------------------------------------------ parameter counts
+def param_count_summary(d, k, r) -> dict | str:
+    """Numbers for the d, k, r sliders: full d·k versus LoRA r·(d + k), or a message for a bad combination."""
+    for name, v in (("d", d), ("k", k), ("r", r)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"{name} must be a whole number, got {v!r}."
+    if d < 1 or k < 1:
+        return f"d and k must be at least 1 (got d = {d}, k = {k})."
+    if r < 1:
+        return (f"r = {r}: LoRA needs at least one rank (B is d×r, A is r×k); with r = 0 there is no update "
+                f"to train and no compression ratio to compute.")
+    full = d * k
+    lora = lora_param_count(d, k, r)
+    out = {"d": d, "k": k, "r": r, "full": full, "lora": lora, "ratio": compression_ratio(d, k, r),
+           "fraction": lora / full, "break_even_r": d * k / (d + k), "note": ""}
+    if r > min(d, k):
+        out["note"] = (f"r = {r} > min(d, k) = {min(d, k)}: B·A can never have rank above {min(d, k)}, "
+                       f"so the extra rank buys nothing (LoRALinear refuses it).")
+    elif lora >= full:
+        out["note"] = (f"At r = {r} the factors store {lora:,} ≥ {full:,} numbers: no saving. "
+                       f"LoRA only pays off for r < d·k/(d + k) ≈ {out['break_even_r']:.1f}.")
+    return out
+
+
+def param_count_figure(d, k, r):
+    """Bar chart of d·k vs r·(d + k) and the compression ratio as a function of r. Figure or message."""
+    res = param_count_summary(d, k, r)
+    if isinstance(res, str):
+        return res
+    fig, ax = plots.figure(2, 1, width=4.2, height=3.2)
+    ax[0].bar(["full ΔW\nd·k", "LoRA B, A\nr·(d + k)"], [res["full"], res["lora"]],
+              color=["tab:orange", "tab:blue"])
+    ax[0].set_yscale("log")
+    ax[0].set_ylabel("trainable numbers")
+    for i, v in enumerate((res["full"], res["lora"])):
+        ax[0].annotate(f"{v:,}", (i, v), ha="center", va="bottom", fontsize=9)
+    ax[0].set_title(f"d = {d}, k = {k}, r = {r}: {res['ratio']:.3g}× fewer", fontsize=10)
+    rmax = max(min(d, k), r)
+    rs = list(range(1, rmax + 1))
+    ax[1].plot(rs, [d * k / (x * (d + k)) for x in rs], "-", color="tab:blue")
+    ax[1].plot([r], [res["ratio"]], "o", color="tab:red")
+    ax[1].axhline(1, color="gray", ls=":", lw=1)
+    ax[1].set_xscale("log")
+    ax[1].set_yscale("log")
+    ax[1].set_xlabel("rank r")
+    ax[1].set_ylabel("compression d·k / (r·(d + k))")
+    ax[1].set_title("Compression ratio against r", fontsize=10)
+    if res["note"]:
+        fig.suptitle(res["note"], fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------- α/r scaling (nb 02)
+ALPHA_RANGE = (0.25, 64.0)
+R_RANGE = (1, 64)
+
+
+def _scaling_message(r, alpha) -> str | None:
+    if isinstance(r, bool) or not isinstance(r, int):
+        return f"r must be a whole number, got {r!r}."
+    if not R_RANGE[0] <= r <= R_RANGE[1]:
+        return f"r = {r} is outside this experiment's range {R_RANGE[0]}…{R_RANGE[1]} (the layer is 64×64)."
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        return f"α must be a number, got {alpha!r}."
+    if alpha <= 0:
+        return f"α = {alpha}: the scaling α/r must be positive (α = 0 would switch the update off)."
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _scaling_run(r: int, alpha: float, lr: float, steps: int, target_rank: int, batch: int):
+    T = em.planted_update(64, 64, target_rank)
+    out = {}
+    for scheme in em.SCHEMES:
+        res = em.fit_lora(T, r, [lr], steps, em.scaling_for(scheme, alpha, r), batch=batch)
+        out[scheme] = res["loss"][0]
+    return out
+
+
+def scaling_curves(r, alpha, lr: float = 1e-2, steps: int = 150, target_rank: int = 4, batch: int = 16
+                   ) -> dict | str:
+    """Loss curves of the small problem (fit a rank-4 update of a 64×64 layer) for the three scalings.
+
+    Returns {"curves": {"alpha/r": losses, "alpha": losses, "alpha/sqrt(r)": losses}, "scaling": {scheme:
+    factor}, "r", "alpha", "lr", "diverged": [schemes whose final error is above 1 or not finite]}, or a message.
+    Cached: a slider position already visited answers instantly.
+    """
+    msg = _scaling_message(r, alpha)
+    if msg:
+        return msg
+    curves = dict(_scaling_run(r, float(alpha), float(lr), int(steps), int(target_rank), int(batch)))
+    diverged = [s for s, c in curves.items() if not math.isfinite(float(c[-1])) or float(c[-1]) > 1.0]
+    return {"curves": curves, "scaling": {s: em.scaling_for(s, alpha, r) for s in em.SCHEMES}, "r": r,
+            "alpha": float(alpha), "lr": lr, "diverged": diverged}
+
+
+def scaling_figure(r, alpha, lr: float = 1e-2, steps: int = 150):
+    """Loss curves for α/r, α (no division) and α/√r at the chosen r and α. Figure or message."""
+    res = scaling_curves(r, alpha, lr, steps)
+    if isinstance(res, str):
+        return res
+    fig, ax = plots.figure(1, 1, width=6.0, height=3.6)
+    curves = {}
+    for s in em.SCHEMES:
+        c = res["curves"][s].clamp(max=1e3).nan_to_num(nan=1e3)
+        curves[f"{plots.SCHEME_LABELS[s]}: scale {res['scaling'][s]:.3g}"] = c
+    colors = {k: plots.SCHEME_COLORS[s] for k, s in zip(curves, em.SCHEMES)}
+    plots.plot_loss_curves(ax, curves, ylabel="relative error ‖ΔW − ΔW*‖²/‖ΔW*‖²", colors=colors,
+                           title=f"r = {r}, α = {alpha:g}, learning rate {lr:g} (Adam)")
+    ax.set_ylim(1e-5, 1e2)
+    if res["diverged"]:
+        ax.text(0.02, 0.03, "unstable: " + ", ".join(plots.SCHEME_LABELS[s] for s in res["diverged"]),
+                transform=ax.transAxes, fontsize=9, color="tab:red")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- builders
+def _show(out, result) -> None:
+    """Put a callback's result (Figure or message; or a function producing one) into an Output widget.
+
+    The value shown is also kept as ``out.last_result`` so tests can see what a slider move produced.
+    """
+    from IPython.display import display
+
+    with out:
+        out.clear_output(wait=True)
+        try:
+            value = result() if callable(result) else result
+        except Exception as e:  # noqa: BLE001 — a widget shows a message, never a traceback
+            value = f"Could not draw this setting ({type(e).__name__}: {e})."
+        out.last_result = value
+        if isinstance(value, str):
+            print(value)
+        else:
+            display(value)
+
+
+def _rank_slider(max_rank: int, value: int, description: str = "rank r"):
+    import ipywidgets as w
+
+    return w.IntSlider(value=min(value, max_rank), min=0, max=max_rank, step=1, description=description,
+                       continuous_update=False, layout=w.Layout(width="480px"))
+
+
+def image_rank_widget(r: int = 20, downsample: int = 2, msvd: MatrixSVD | None = None):
+    """Rank slider over the Grace Hopper portrait: approximation, error and spectrum."""
+    import ipywidgets as w
+
+    msvd = msvd or MatrixSVD(grace_hopper(downsample), "Grace Hopper")
+    slider = _rank_slider(msvd.max_rank, r)
+    out = w.Output()
+
+    def update(change=None):
+        _show(out, lambda: low_rank_figure(msvd, slider.value, image=True))
+
+    slider.observe(update, names="value")
+    update()
+    return w.VBox([slider, out])
+
+
+def weight_rank_widget(model, r: int = 8, name: str | None = None):
+    """Dropdown over the model's Linear weights and a rank slider: approximation, error and spectrum."""
+    import ipywidgets as w
+
+    svds = WeightSVDs(model)
+    dd = w.Dropdown(options=svds.names, value=name or svds.names[0], description="weight",
+                    layout=w.Layout(width="480px"))
+    first = svds.get(dd.value)
+    slider = _rank_slider(first.max_rank, r)
+    out = w.Output()
+
+    def update(change=None):
+        m = svds.get(dd.value)
+        if not isinstance(m, str) and slider.max != m.max_rank:
+            slider.max = m.max_rank  # the slider's range follows the chosen matrix (lm_head is 16×64)
+        _show(out, lambda: weight_rank_figure(svds, dd.value, slider.value))
+
+    dd.observe(update, names="value")
+    slider.observe(update, names="value")
+    update()
+    return w.VBox([dd, slider, out])
+
+
+def param_count_widget(d: int = 64, k: int = 64, r: int = 4, max_dim: int = 4096):
+    """Sliders d, k, r: trainable numbers of full ΔW versus LoRA, and the compression ratio."""
+    import ipywidgets as w
+
+    kw = dict(continuous_update=False, layout=w.Layout(width="480px"))
+    sd = w.IntSlider(value=d, min=1, max=max_dim, description="d (out)", **kw)
+    sk = w.IntSlider(value=k, min=1, max=max_dim, description="k (in)", **kw)
+    sr = w.IntSlider(value=r, min=0, max=256, description="rank r", **kw)
+    out = w.Output()
+
+    def update(change=None):
+        _show(out, lambda: param_count_figure(sd.value, sk.value, sr.value))
+
+    for s in (sd, sk, sr):
+        s.observe(update, names="value")
+    update()
+    return w.VBox([sd, sk, sr, out])
+
+
+def scaling_widget(r: int = 4, alpha: float = 4.0, lr: float = 1e-2, steps: int = 150):
+    """Sliders r and α driving the loss curves of the three scaling schemes (notebook 02)."""
+    import ipywidgets as w
+
+    kw = dict(continuous_update=False, layout=w.Layout(width="480px"))
+    sr = w.IntSlider(value=r, min=R_RANGE[0], max=R_RANGE[1], description="rank r", **kw)
+    sa = w.FloatLogSlider(value=alpha, base=2, min=math.log2(ALPHA_RANGE[0]), max=math.log2(ALPHA_RANGE[1]),
+                          step=0.5, description="α", **kw)
+    out = w.Output()
+
+    def update(change=None):
+        _show(out, lambda: scaling_figure(sr.value, sa.value, lr, steps))
+
+    sr.observe(update, names="value")
+    sa.observe(update, names="value")
+    update()
+    return w.VBox([sr, sa, out])
+
+
+def hello_slider():
+    """A tiny slider and a label that echoes its square: proves widgets render and respond (notebook 00)."""
+    import ipywidgets as w
+
+    s = w.IntSlider(value=3, min=0, max=10, description="x")
+    label = w.Label()
+
+    def update(change=None):
+        label.value = f"x = {s.value}, x² = {s.value ** 2}"
+
+    s.observe(update, names="value")
+    update()
+    return w.VBox([s, label])
