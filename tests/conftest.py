@@ -15,6 +15,10 @@ from torch import nn
 
 import lora_edu as le
 
+# The toy models are tiny: one intra-op thread is faster than two, and on a shared, oversubscribed CPU
+# two OpenMP threads spin-wait on each other (measured ~150x slower per forward pass).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def device() -> torch.device:
