@@ -45,7 +45,8 @@ class Adapter:
     tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def __post_init__(self):
-        self.targets = tuple(self.targets)
+        if isinstance(self.targets, list):
+            self.targets = tuple(self.targets)
         self.validate()
 
     @property
@@ -66,6 +67,9 @@ class Adapter:
             raise ValueError(f"alpha must be a finite number > 0, got {self.alpha!r}")
         if not isinstance(self.rslora, bool):
             raise TypeError(f"rslora must be a bool, got {type(self.rslora).__name__}")
+        if not isinstance(self.targets, tuple) or not self.targets \
+                or not all(isinstance(t, str) and t for t in self.targets):
+            raise ValueError(f"targets must be a non-empty tuple of layer-name suffixes, got {self.targets!r}")
         if not isinstance(self.tensors, dict):
             raise TypeError("tensors must be a dict {layer name: (A, B)}")
         dtypes = set()
@@ -166,7 +170,7 @@ class Adapter:
             if t.dtype != dtype:
                 raise ValueError(f"{WEIGHTS_NAME}: tensor {k} has dtype {t.dtype}, config says {dtype}")
         tensors = {n: (flat[f"{n}.A"].to(device), flat[f"{n}.B"].to(device)) for n in layers}
-        return cls(cfg["r"], cfg["alpha"], tuple(cfg["targets"]), cfg["rslora"], tensors)
+        return cls(cfg["r"], cfg["alpha"], cfg["targets"], cfg["rslora"], tensors)
 
 
 def extract_adapter(model: nn.Module) -> Adapter:
