@@ -116,11 +116,18 @@ class LoRALinear(nn.Module):
         return (self.B.detach().to(work) @ self.A.detach().to(work)) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.linear(x, self.base.weight, self.base.bias)
-        if self._merged:
-            return h
-        z = F.linear(self.dropout(x), self.A)  # (..., r)
-        return h + F.linear(z, self.B) * self.scaling
+        base = self.base
+        if self._merged:  # W already holds W0 + ΔW: exactly the cost of a plain nn.Linear
+            return F.linear(x, base.weight, base.bias)
+        # Unmerged: three kernels on a 2-D view, h = x·W0ᵀ + b, z = dropout(x)·Aᵀ, then
+        # h + scaling·z·Bᵀ fused in one addmm (no separate scale and add over the d-wide output).
+        lead = x.shape[:-1]
+        x2 = x.flatten(0, -2) if x.dim() > 2 else (x.unsqueeze(0) if x.dim() == 1 else x)
+        h = F.linear(x2, base.weight, base.bias)
+        drop = self.dropout
+        z = F.linear(x2 if isinstance(drop, nn.Identity) else drop(x2), self.A)  # (tokens, r)
+        out = torch.addmm(h, z, self.B.t(), alpha=self.scaling)
+        return out.view(*lead, out.shape[-1])
 
     @torch.no_grad()
     def merge(self, keep_original: bool = False) -> None:
