@@ -37,7 +37,7 @@ def ex1(answer) -> bool:
     if math.isclose(x, total / (lora / 2), rel_tol=1e-3):
         return fail("count both A (r×k) and B (d×r) for each adapted matrix.")
     attn = 4 * cfg.n_layer * cfg.d_model ** 2
-    if math.isclose(x, cfg.d_model ** 2 * cfg.n_layer / lora, rel_tol=1e-3) or math.isclose(x, attn / lora, 1e-3):
+    if any(math.isclose(x, n / lora, rel_tol=1e-3) for n in (attn, cfg.n_layer * cfg.d_model ** 2)):
         return fail("full fine-tuning trains *every* parameter of the model (embeddings, MLP, norms, head), "
                     "not only the attention matrices.")
     return fail(f"{x:g} is not it. Hint: le.count_parameters on a fresh pretrained model and on one with "
