@@ -56,7 +56,8 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 NAN = float("nan")
 
 META_FIELDS = ["config", "kind", "d", "layers", "batch", "seq", "tokens", "dtype", "r", "alpha", "targets",
-               "device", "device_name", "torch", "peft", "python", "threads", "quick", "cuda_graphs", "date"]
+               "device", "device_name", "torch", "peft", "peft_adapter_dtype", "python", "threads", "quick",
+               "cuda_graphs", "date"]
 MEASURE_FIELDS = [
     "infer_ms_base", "infer_ms_ours_unmerged", "infer_ms_ours_merged", "infer_ms_ours_plain",
     "infer_ms_peft_unmerged", "infer_ms_peft_merged",
@@ -231,11 +232,15 @@ def _load_peft_adapter(pm, adapter: Adapter, name: str) -> None:
             layers[n].lora_B[name].weight.copy_(B)
 
 
-def _build_peft(peft, base: nn.Module, adapter: Adapter):
-    """PeftModel around a copy of `base`, adapter weights in the base dtype (autocast_adapter_dtype=False)."""
+def _build_peft(peft, base: nn.Module, adapter: Adapter, autocast: bool = True):
+    """PeftModel around a copy of `base` with the adapter's values loaded.
+
+    autocast=True is PEFT's default (bf16/fp16 adapters are stored in float32); False keeps them in the
+    base dtype, like lora_edu.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pm = peft.get_peft_model(copy.deepcopy(base), _peft_config(peft), autocast_adapter_dtype=False)
+        pm = peft.get_peft_model(copy.deepcopy(base), _peft_config(peft), autocast_adapter_dtype=autocast)
     _load_peft_adapter(pm, adapter, "default")
     return pm
 
@@ -349,13 +354,13 @@ def _state_mib(model: nn.Module, opt: torch.optim.Optimizer) -> float:
     return total / 2**20
 
 
-def _train_setup(kind: str, base: nn.Module, adapter: Adapter, peft):
+def _train_setup(kind: str, base: nn.Module, adapter: Adapter, peft, peft_autocast: bool = True):
     if kind == "full":
         model = copy.deepcopy(base).requires_grad_(True)
     elif kind == "lora":
         model = _build_ours(base, adapter)
     else:
-        model = _build_peft(peft, base, adapter).base_model.model
+        model = _build_peft(peft, base, adapter, peft_autocast).base_model.model
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     return model, torch.optim.AdamW(params, lr=1e-4)
@@ -368,13 +373,13 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor) -
     opt.step()
 
 
-def _peak_mib(kind, base, adapter, peft, x, device) -> float:
+def _peak_mib(kind, base, adapter, peft, peft_autocast, x, device) -> float:
     """CUDA peak memory of one training step of a fresh model (weights, grads, optimizer state, activations)."""
     gc.collect()
     torch.cuda.empty_cache()
     _sync(device)
     m0 = torch.cuda.memory_allocated(device)
-    model, opt = _train_setup(kind, base, adapter, peft)
+    model, opt = _train_setup(kind, base, adapter, peft, peft_autocast)
     for _ in range(2):
         _train_step(model, opt, x)
     _sync(device)
@@ -396,6 +401,7 @@ class _Ctx:
     quick: bool
     cuda_graphs: bool
     log: object
+    peft_autocast: bool
     base: nn.Module
     x: torch.Tensor
     ad1: Adapter
@@ -420,8 +426,9 @@ def _phase_inference(c: _Ctx, row: dict) -> None:
     fns = {"base": lambda: base(x), "ours_unmerged": lambda: ours_u(x), "ours_merged": lambda: ours_m(x),
            "ours_plain": lambda: ours_plain(x)}
     if c.has_peft:
-        peft_u = _build_peft(c.peft, base, c.ad1).base_model.model  # the model holding PEFT's LoRA layers
-        pm_m = _build_peft(c.peft, base, c.ad1)
+        # timed: the model holding PEFT's LoRA layers, without the PeftModel wrapper's per-call overhead
+        peft_u = _build_peft(c.peft, base, c.ad1, c.peft_autocast).base_model.model
+        pm_m = _build_peft(c.peft, base, c.ad1, c.peft_autocast)
         peft_m = pm_m.base_model.model
         row["maxabs_unmerged_ours_vs_peft"] = _maxabs(y_u, peft_u(x))
         pm_m.merge_adapter()
@@ -454,7 +461,7 @@ def _phase_merge(c: _Ctx, row: dict) -> None:
     """Merge / unmerge every adapter, task switch, and the drift of W0 over merge→unmerge cycles."""
     n_merge = 3 if c.quick else 9
     ours = _build_ours(c.base, c.ad1)
-    pm = _build_peft(c.peft, c.base, c.ad1) if c.has_peft else None
+    pm = _build_peft(c.peft, c.base, c.ad1, c.peft_autocast) if c.has_peft else None
     c.log(f"  merge / unmerge ({n_merge} rounds)…")
     fns = {"merge_ours": lambda: merge_lora(ours), "unmerge_ours": lambda: unmerge_lora(ours)}
     if pm is not None:
@@ -524,7 +531,7 @@ def _phase_train(c: _Ctx, row: dict) -> None:
     n_train = 2 if c.quick else 7
     c.log(f"  training steps ({n_train} rounds)…")
     kinds = ["full", "lora"] + (["lora_peft"] if c.has_peft else [])
-    models = {k: _train_setup(k, c.base, c.ad1, c.peft) for k in kinds}
+    models = {k: _train_setup(k, c.base, c.ad1, c.peft, c.peft_autocast) for k in kinds}
     fns = {k: (lambda m=m, o=o: _train_step(m, o, c.x)) for k, (m, o) in models.items()}
     tr = _interleaved(fns, c.device, n_train, warmup=2)
     for k in kinds:
@@ -543,7 +550,7 @@ def _phase_peak_memory(c: _Ctx, row: dict) -> None:
         return  # no honest peak-memory counter on CPU: left NaN (train_state_MiB_* are exact counts instead)
     kinds = ["full", "lora"] + (["lora_peft"] if c.has_peft else [])
     for k in kinds:
-        row[f"train_peak_MiB_{k}"] = _peak_mib(k, c.base, c.ad1, c.peft, c.x, c.device)
+        row[f"train_peak_MiB_{k}"] = _peak_mib(k, c.base, c.ad1, c.peft, c.peft_autocast, c.x, c.device)
     row["peak_mem_lora_over_full"] = _safe_div(row["train_peak_MiB_lora"], row["train_peak_MiB_full"])
 
 
@@ -554,7 +561,7 @@ def _cleanup(device: torch.device) -> None:
 
 
 def run_config(cfg: BenchConfig, device, peft=None, quick: bool = False, cuda_graphs: bool = False,
-               seed: int = 0, log=print) -> dict:
+               peft_autocast: bool = True, seed: int = 0, log=print) -> dict:
     """Measure one configuration; returns a row with every name in FIELDS (NaN where not measured)."""
     device = torch.device(device)
     row = {f: NAN for f in MEASURE_FIELDS + RATIO_FIELDS}
@@ -563,7 +570,7 @@ def run_config(cfg: BenchConfig, device, peft=None, quick: bool = False, cuda_gr
                tokens=cfg.tokens, dtype=str(cfg.dtype).replace("torch.", ""), r=R, alpha=ALPHA,
                targets=list(TARGETS), cuda_graphs=cuda_graphs)
     base, x = _build_base(cfg, device, seed)
-    c = _Ctx(cfg, device, peft, quick, cuda_graphs, log, base, x,
+    c = _Ctx(cfg, device, peft, quick, cuda_graphs, log, peft_autocast, base, x,
              _make_adapter(base, seed + 1), _make_adapter(base, seed + 2))
     with torch.no_grad():
         _phase_inference(c, row)
@@ -612,7 +619,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def run(device=None, quick: bool = False, configs=None, cuda_graphs: bool = False, use_peft: bool = True,
-        log=print) -> list[dict]:
+        peft_autocast: bool = True, log=print) -> list[dict]:
     """Benchmark every configuration on `device` (default: get_device()); returns the rows."""
     device = get_device(device)
     peft = _import_peft() if use_peft else None
@@ -627,7 +634,9 @@ def run(device=None, quick: bool = False, configs=None, cuda_graphs: bool = Fals
             raise ValueError(f"configs: unknown {unknown}; choose from {[c.name for c in all_cfgs]}")
         all_cfgs = [c for c in all_cfgs if c.name in wanted]
     meta = {"device": device.type, "device_name": _device_name(device), "torch": torch.__version__,
-            "peft": getattr(peft, "__version__", None), "python": platform.python_version(),
+            "peft": getattr(peft, "__version__", None),
+            "peft_adapter_dtype": None if peft is None else ("float32" if peft_autocast else "base"),
+            "python": platform.python_version(),
             "threads": torch.get_num_threads() if device.type == "cpu" else None, "quick": bool(quick),
             "date": datetime.date.today().isoformat()}
     log(f"lora_edu.bench on {meta['device_name']} ({device.type}), torch {meta['torch']}, "
@@ -636,7 +645,8 @@ def run(device=None, quick: bool = False, configs=None, cuda_graphs: bool = Fals
     for cfg in all_cfgs:
         log(f"[{cfg.name}] d={cfg.d} × {cfg.layers} layers, {cfg.dtype}, {cfg.tokens} tokens")
         t0 = time.perf_counter()
-        row = run_config(cfg, device, peft, quick=quick, cuda_graphs=cuda_graphs, log=log)
+        row = run_config(cfg, device, peft, quick=quick, cuda_graphs=cuda_graphs, peft_autocast=peft_autocast,
+                         log=log)
         row.update(meta)
         rows.append({f: row[f] for f in FIELDS})
         log(f"  done in {time.perf_counter() - t0:.1f} s")
@@ -798,6 +808,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cuda-graphs", action="store_true", help="also time unmerged forwards captured in CUDA graphs")
     p.add_argument("--no-peft", action="store_true", help="measure lora_edu alone even if PEFT is installed")
+    p.add_argument("--peft-base-dtype", action="store_true",
+                   help="keep PEFT's adapters in the base dtype (autocast_adapter_dtype=False) instead of its "
+                        "default float32 adapters for bf16/fp16 models")
     args = p.parse_args(argv)
     if args.threads is not None:
         if args.threads <= 0:
@@ -806,7 +819,8 @@ def main(argv=None) -> int:
     configs = [c.strip() for c in args.configs.split(",") if c.strip()] if args.configs else None
     t0 = time.perf_counter()
     rows = run(args.device, quick=args.quick, configs=configs, cuda_graphs=args.cuda_graphs,
-               use_peft=not args.no_peft, log=lambda s: print(s, file=sys.stderr, flush=True))
+               use_peft=not args.no_peft, peft_autocast=not args.peft_base_dtype,
+               log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(rows))
     print()
     print(format_targets(rows))

@@ -104,7 +104,7 @@ def merge_lora(model: nn.Module, keep_original: bool = False) -> list[str]:
     if layers and not todo:
         raise RuntimeError("every LoRA layer is already merged")
     for n, m in todo.items():
-        if not torch.isfinite(m._delta_fp32()).all():
+        if not m._delta_is_finite():
             raise ValueError(f"refusing to merge: ΔW of {n!r} contains NaN or inf (model untouched)")
     for m in todo.values():
         m.merge(keep_original=keep_original)
@@ -132,7 +132,7 @@ def remove_lora(model: nn.Module, merge: bool) -> list[str]:
     layers = lora_layers(model)
     if merge:
         for n, m in layers.items():
-            if not m.merged and not torch.isfinite(m._delta_fp32()).all():
+            if not m.merged and not m._delta_is_finite():
                 raise ValueError(f"refusing to merge: ΔW of {n!r} contains NaN or inf (model untouched)")
     for n, m in layers.items():
         if merge and not m.merged:

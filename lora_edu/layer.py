@@ -115,6 +115,30 @@ class LoRALinear(nn.Module):
         work = self._work_dtype()
         return (self.B.detach().to(work) @ self.A.detach().to(work)) * self.scaling
 
+    def _delta_is_finite(self) -> bool:
+        """Whether ΔW = scaling·B@A is finite, usually without forming ΔW.
+
+        Each entry of ΔW (and each partial sum of the matmul) is at most max(1, scaling)·r·max|B|·max|A|
+        in size; when that bound is far below the float32 maximum (and A, B hold no NaN/inf, which make
+        the bound NaN/inf) ΔW is finite. Only otherwise is ΔW computed and checked.
+        """
+        a = self.A.detach().abs().amax().double()
+        b = self.B.detach().abs().amax().double()
+        bound = (a * b).item() * self.r * max(1.0, self.scaling)
+        if bound < 1e37:  # False for NaN too
+            return True
+        return bool(torch.isfinite(self._delta_fp32()).all())
+
+    def _add_delta_(self, sign: float) -> None:
+        """W ← W + sign·ΔW in the work dtype, fused into one addmm (in place for float32/float64 layers)."""
+        W = self.base.weight
+        work = self._work_dtype()
+        A, B = self.A.detach().to(work), self.B.detach().to(work)
+        if W.dtype == work:
+            W.addmm_(B, A, alpha=sign * self.scaling)
+        else:
+            W.copy_(W.to(work).addmm_(B, A, alpha=sign * self.scaling))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base
         if self._merged:  # W already holds W0 + ΔW: exactly the cost of a plain nn.Linear
@@ -140,13 +164,12 @@ class LoRALinear(nn.Module):
             raise RuntimeError("LoRALinear is already merged; merging twice would add ΔW twice")
         if not isinstance(keep_original, bool):
             raise TypeError(f"keep_original must be a bool, got {type(keep_original).__name__}")
-        delta = self._delta_fp32()
-        if not torch.isfinite(delta).all():
+        if not self._delta_is_finite():
             raise ValueError("refusing to merge: ΔW = scaling·B@A contains NaN or inf (weights untouched)")
         W = self.base.weight
         if keep_original:
             self._W0 = W.detach().clone()
-        W.copy_((W.to(delta.dtype) + delta).to(W.dtype))
+        self._add_delta_(+1.0)
         self._merged = True
         self._merged_versions = (self.A._version, self.B._version)
 
@@ -165,8 +188,7 @@ class LoRALinear(nn.Module):
             W.copy_(self._W0)
             self._W0 = None
         else:
-            delta = self._delta_fp32()
-            W.copy_((W.to(delta.dtype) - delta).to(W.dtype))
+            self._add_delta_(-1.0)
         self._merged = False
         self._merged_versions = None
 
