@@ -73,12 +73,12 @@ class Task:
         y = self.fn(x)
         seq = torch.cat([torch.full((b, 1), BOS), x, torch.full((b, 1), SEP), y], dim=1)
         inputs, targets = seq[:, :-1].clone(), seq[:, 1:].clone()
-        targets[:, : self.n] = -100  # only the answer tokens are scored
+        targets[:, : self.n + 1] = -100  # only the answer tokens are scored (x1..xn and SEP are given)
         return inputs.to(device), targets.to(device)
 
     def answer_slice(self) -> slice:
         """Positions in `targets` that hold the answer y1 … yn."""
-        return slice(self.n, 2 * self.n)
+        return slice(self.n + 1, 2 * self.n + 1)
 
 
 TASKS: dict[str, Task] = {

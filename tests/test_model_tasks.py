@@ -1,0 +1,221 @@
+"""The toy transformer, the synthetic tasks, the shipped checkpoint and the runtime knobs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lora_edu as le
+from lora_edu import tasks as T
+from lora_edu.pretrained import CHECKPOINT
+
+# ---- model ---------------------------------------------------------------------------------------------
+
+
+def test_forward_shapes_and_attention_maps(pretrained, tokens):
+    logits = pretrained(tokens)
+    assert logits.shape == (8, 17, 16)
+    logits2, atts = pretrained(tokens, return_attn=True)
+    assert len(atts) == 2
+    for att in atts:
+        assert att.shape == (8, 4, 17, 17)
+        torch.testing.assert_close(att.sum(-1), torch.ones_like(att.sum(-1)))
+        assert torch.all(att.triu(1) == 0)  # causal: no position looks ahead
+    torch.testing.assert_close(logits2, logits, rtol=1e-5, atol=1e-5)  # explicit softmax path == SDPA path
+
+
+def test_causality(pretrained, tokens):
+    changed = tokens.clone()
+    changed[:, 10:] = (changed[:, 10:] + 3) % 10
+    a, b = pretrained(tokens), pretrained(changed)
+    torch.testing.assert_close(a[:, :10], b[:, :10], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_separate_projections_with_peft_names():
+    m = le.ToyTransformer(le.ToyConfig(d_model=32, n_layer=3, n_head=2, d_ff=48))
+    attn = m.blocks[2].attn
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        lin = getattr(attn, name)
+        assert type(lin) is nn.Linear and lin.weight.shape == (32, 32)
+    assert m.blocks[0].mlp.up_proj.weight.shape == (48, 32)
+    assert m.blocks[0].mlp.down_proj.weight.shape == (32, 48)
+    assert len(m.weight_matrices()) == 3 * 6 + 1
+    assert m.cfg.to_dict()["d_ff"] == 48
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(d_model=30, n_head=4), "divisible"),
+    (dict(n_layer=0), "n_layer"),
+    (dict(vocab_size=2.5), "vocab_size"),
+    (dict(d_ff=True), "d_ff"),
+    (dict(dropout=1.0), "dropout"),
+])
+def test_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        le.ToyConfig(**kwargs)
+
+
+def test_bad_tokens(pretrained, device):
+    with pytest.raises(ValueError, match="tokens must have shape"):
+        pretrained(torch.zeros(5, dtype=torch.long, device=device))
+    with pytest.raises(ValueError, match="max_len"):
+        pretrained(torch.zeros(1, 33, dtype=torch.long, device=device))
+
+
+# ---- tasks ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "x", "y"), [
+    ("copy", "31415926", "31415926"),
+    ("reverse", "31415926", "62951413"),
+    ("increment", "31949099", "42050100"),
+    ("sort", "31415926", "11234569"),
+    ("rotate", "31415926", "14159263"),
+])
+def test_task_rules(name, x, y):
+    task = le.get_task(name)
+    assert task.fn(T.encode(x)).tolist() == T.encode(y).tolist()
+    assert le.get_task(task) is task
+
+
+def test_task_registry():
+    assert le.PRETRAIN_TASK == "copy" and le.PRETRAIN_TASK in le.TASKS
+    assert len(le.DOWNSTREAM_TASKS) >= 3
+    assert set(le.DOWNSTREAM_TASKS) <= set(le.TASKS) and le.PRETRAIN_TASK not in le.DOWNSTREAM_TASKS
+    assert all(le.TASKS[n].description for n in le.TASKS)
+
+
+@pytest.mark.parametrize("name", list(le.TASKS))
+def test_batch_layout(name, device):
+    task = le.get_task(name)
+    inputs, targets = task.batch(32, torch.Generator().manual_seed(3), device)
+    n = task.n
+    assert inputs.shape == targets.shape == (32, task.seq_len) == (32, 2 * n + 1)
+    assert inputs.device.type == device.type and inputs.dtype == torch.long
+    assert torch.all(inputs[:, 0] == T.BOS) and torch.all(inputs[:, n + 1] == T.SEP)
+    x = inputs[:, 1:n + 1].cpu()
+    assert torch.all((x >= 0) & (x < 10))
+    assert torch.all(targets[:, :n + 1] == -100)  # digits and SEP are given, not scored
+    assert torch.all(targets[:, n + 1:] >= 0)
+    answer = targets[:, task.answer_slice()].cpu()
+    assert torch.equal(answer, task.fn(x))
+    assert torch.equal(inputs[:, n + 2:].cpu(), answer[:, :-1])  # teacher forcing: input is target shifted
+
+
+def test_batches_are_seeded():
+    task = le.get_task("sort")
+    a = task.batch(16, torch.Generator().manual_seed(5))
+    b = task.batch(16, torch.Generator().manual_seed(5))
+    c = task.batch(16, torch.Generator().manual_seed(6))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_encode_decode():
+    assert T.encode("3 1 4").tolist() == [[3, 1, 4]]
+    assert T.encode([0, 9]).tolist() == [[0, 9]]
+    inputs, _ = le.get_task("copy").make(T.encode("314"))
+    assert T.decode(inputs[0]) == "<bos> 3 1 4 | 3 1"
+
+
+@pytest.mark.parametrize(("call", "exc", "match"), [
+    (lambda: le.get_task("transpose"), ValueError, "task must be one of"),
+    (lambda: le.get_task(3), TypeError, "task must be"),
+    (lambda: T.encode("3a"), ValueError, "invalid literal"),
+    (lambda: T.encode([1, 10]), ValueError, "digits"),
+    (lambda: T.encode([-1]), ValueError, "digits"),
+    (lambda: le.get_task("copy").batch(0), ValueError, "batch_size"),
+    (lambda: le.get_task("copy").batch(2.0), ValueError, "batch_size"),
+])
+def test_task_bad_inputs(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# ---- checkpoint ----------------------------------------------------------------------------------------
+
+def test_checkpoint_is_small_safetensors_with_metadata():
+    assert CHECKPOINT.suffix == ".safetensors" and CHECKPOINT.stat().st_size <= 2 * 1024 * 1024
+    info = le.pretrained_info()
+    assert set(info) >= {"lora_edu_config", "lora_edu_recipe", "lora_edu_accuracy"}
+    assert info["lora_edu_recipe"]["task"] == le.PRETRAIN_TASK
+    assert le.ToyConfig(**info["lora_edu_config"]) == le.ToyConfig()
+
+
+def test_load_pretrained(device):
+    m = le.load_pretrained()
+    assert isinstance(m, le.ToyTransformer) and not m.training
+    assert next(m.parameters()).device.type == device.type
+    assert le.count_parameters(m)[0] == le.count_parameters(le.ToyTransformer())[0]
+    cpu = le.load_pretrained(device="cpu")
+    assert next(cpu.parameters()).device.type == "cpu"
+
+
+def test_pretrained_info_refuses_other_files(tmp_path):
+    from safetensors.torch import save_file
+
+    p = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(p))
+    with pytest.raises(ValueError, match="not a lora_edu toy checkpoint"):
+        le.pretrained_info(p)
+
+
+def test_generate_and_evaluate(pretrained):
+    x = T.encode("31415926").repeat(3, 1)
+    out = le.generate(pretrained, x)
+    assert out.shape == (3, 8) and out.device.type == "cpu"
+    assert torch.equal(out, x)  # the pretrained model copies
+    assert le.evaluate(pretrained, "copy", n_examples=64) == 1.0
+    seq = le.evaluate(pretrained, "reverse", n_examples=64, metric="sequence")
+    tok = le.evaluate(pretrained, "reverse", n_examples=64)
+    assert 0.0 <= seq <= tok < 0.5
+    assert pretrained.training is False
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(metric="f1"), "metric"),
+    (dict(n_examples=0), "n_examples"),
+    (dict(n_examples=True), "n_examples"),
+])
+def test_evaluate_bad_inputs(pretrained, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        le.evaluate(pretrained, "copy", **kwargs)
+
+
+# ---- runtime -------------------------------------------------------------------------------------------
+
+def test_get_device(monkeypatch):
+    monkeypatch.delenv("LORA_EDU_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert le.get_device().type == expected
+    monkeypatch.setenv("LORA_EDU_DEVICE", "cpu")
+    assert le.get_device() == torch.device("cpu")
+    assert le.get_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LORA_EDU_DEVICE", "")
+    assert le.get_device().type == expected
+    with pytest.raises(ValueError, match="device must be one of"):
+        le.get_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            le.get_device("cuda")
+
+
+def test_seed_everything():
+    g = le.seed_everything(3)
+    a = torch.randn(4)
+    b = torch.randn(4, generator=g)
+    le.seed_everything(3)
+    assert torch.equal(torch.randn(4), a)
+    assert torch.equal(torch.randn(4, generator=torch.Generator().manual_seed(3)), b)
+    with pytest.raises(TypeError, match="seed"):
+        le.seed_everything("3")
+
+
+def test_fast_mode_and_pick(monkeypatch):
+    for value, expected in (("1", True), ("true", True), ("YES", True), ("0", False), ("", False)):
+        monkeypatch.setenv("LORA_EDU_FAST", value)
+        assert le.fast_mode() is expected
+        assert le.pick(600, 60) == (60 if expected else 600)
+    monkeypatch.delenv("LORA_EDU_FAST")
+    assert le.fast_mode() is False
