@@ -143,19 +143,29 @@ def plot_cost_comparison(lora: dict, full: dict, title: str = "What LoRA saves o
     return fig
 
 
-def plot_target_budget(rows: list[dict], title: str = "Same parameter budget, different weight types (Table 5)"):
-    """Ours (toy accuracy) next to the paper's WikiSQL / MultiNLI accuracy for each target set."""
-    if not rows:
-        raise ValueError("rows must not be empty")
+def plot_target_budget(results, title: str = "Same parameter budget, different weight types (Table 5)"):
+    """Ours (toy accuracy per task) next to the paper's WikiSQL / MultiNLI accuracy for each target set.
+
+    `results` is {task name: rows from experiments.compare_targets} (or a single list of rows).
+    """
+    if isinstance(results, list):
+        results = {"toy": results}
+    if not results or not all(results.values()):
+        raise ValueError("results must hold at least one non-empty list of rows")
     plt = _plt()
+    rows = next(iter(results.values()))
     labels = [f"{_short(r['targets'])}\nr={r['r']}" for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6))
-    a1.bar(labels, [r["accuracy"] for r in rows], color="#c44e52")
-    for i, r in enumerate(rows):
-        a1.text(i, r["accuracy"] + 0.01, f"{r['accuracy']:.2f}", ha="center", fontsize=8)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
+    w = 0.8 / len(results)
+    for j, (task, rs) in enumerate(results.items()):
+        xs = [i + (j - (len(results) - 1) / 2) * w for i in range(len(rs))]
+        a1.bar(xs, [r["accuracy"] for r in rs], w, label=task)
+        for x, r in zip(xs, rs):
+            a1.text(x, r["accuracy"] + 0.01, f"{r['accuracy']:.2f}", ha="center", fontsize=7)
     a1.set_ylabel("token accuracy")
-    a1.set_title(f"toy ({rows[0]['trainable']} trainable parameters each)", fontsize=10)
-    a1.set_ylim(0, 1.05)
+    a1.set_title(f"toy ({rows[0]['trainable']:,} trainable parameters each)", fontsize=10)
+    a1.set_ylim(0, 1.1)
+    a1.legend(fontsize=8)
     xs = [i for i, r in enumerate(rows) if "paper_WikiSQL" in r]
     if xs:
         w = 0.4
@@ -163,11 +173,11 @@ def plot_target_budget(rows: list[dict], title: str = "Same parameter budget, di
         a2.bar([x + w / 2 for x in xs], [rows[x]["paper_MultiNLI"] for x in xs], w, label="MultiNLI")
         a2.set_ylim(65, 95)
         a2.legend(fontsize=8)
-    a2.set_xticks(range(len(rows)))
-    a2.set_xticklabels(labels)
     a2.set_ylabel("accuracy (%)")
     a2.set_title("paper, GPT-3 175B (18M parameters each)", fontsize=10)
     for ax in (a1, a2):
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(labels)
         ax.tick_params(axis="x", labelsize=8)
     fig.suptitle(title)
     fig.tight_layout()
