@@ -49,7 +49,8 @@ def test_solution_builder_keeps_setup_and_solutions_only():
                                           metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}})]
     out = solutions_tool.solutions_notebook(nb, "t.ipynb")
     sources = [c.source for c in out.cells]
-    assert "import x" in sources and "lesson = 1" not in sources and "answer = None" not in sources
+    assert "import x" in sources and "lesson = 1" in sources and "answer = None" not in sources
+    assert out.cells[0].source.startswith("# Solutions — T")
     assert out.cells[-1].metadata.get("jupyter") is None  # shown, not hidden
 
 
