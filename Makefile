@@ -27,7 +27,7 @@ lab: $(BASE)  ## open the notebook series in JupyterLab
 
 test: $(DEV)  ## lint + the whole test suite (notebooks in fast mode included)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(DEV)
 	$(BIN)/ruff check .

@@ -25,6 +25,7 @@ def execute(path: Path, timeout: int = 300, store_widget_state: bool = True):
     nb = nbformat.read(path, as_version=4)
     env_before = os.environ.get("LORA_EDU_FAST")
     os.environ["LORA_EDU_FAST"] = "1"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # kernels run two at a time on a 2-core CI machine
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,

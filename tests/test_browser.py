@@ -32,7 +32,7 @@ CHROME_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-r
                 "--disable-dev-shm-usage"]
 RUN_TIMEOUT_S = 240
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 
 def widget_notebooks() -> list[Path]:
