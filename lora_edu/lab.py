@@ -1,0 +1,367 @@
+"""The rank lab (notebook 09): train LoRA fine-tunes of the toy model with chosen task, targets, r, α,
+learning rate and steps, keep every run, and compare their curves, costs and ΔW spectra.
+
+`RankLab` holds the state and its callbacks are plain functions (tested directly in tests/test_lab.py);
+`rank_lab_ui()` is a thin ipywidgets layer over them. ipywidgets and matplotlib are imported lazily.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .inject import add_lora, count_parameters, linear_names, lora_layers
+from .lowrank import lora_param_count, singular_values
+from .pretrained import load_pretrained
+from .runtime import get_device, seed_everything
+from .tasks import DOWNSTREAM_TASKS, get_task
+from .train import evaluate, train
+
+__all__ = ["RankLab", "Run", "rank_lab_ui", "TARGETS", "R_RANGE", "ALPHA_RANGE", "LR_RANGE", "STEPS_RANGE",
+           "DEFAULTS"]
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+# Slider ranges of the UI (the plain functions accept any valid value, e.g. r up to min(d, k)).
+R_RANGE = (1, 64)
+ALPHA_RANGE = (1.0, 128.0)
+LR_RANGE = (1e-4, 1e-1)
+STEPS_RANGE = (10, 1000)
+MAX_STEPS = 100_000
+DEFAULTS = {"task": "reverse", "targets": ("q_proj", "v_proj"), "r": 4, "alpha": 8.0, "lr": 1e-2, "steps": 300}
+
+
+def _short(targets) -> str:
+    return ",".join(t.removesuffix("_proj") for t in targets)
+
+
+@dataclass
+class Run:
+    """One finished fine-tune: its settings, costs, curves and the singular values of every ΔW."""
+
+    id: int
+    task: str
+    targets: tuple[str, ...]
+    r: int
+    alpha: float
+    lr: float
+    steps: int
+    trainable: int
+    total: int
+    accuracy: float
+    seconds: float
+    step: list = field(repr=False)
+    loss: list = field(repr=False)
+    eval_step: list = field(repr=False)
+    eval_accuracy: list = field(repr=False)
+    spectra: dict = field(repr=False)  # {layer name: singular values of ΔW (list of floats, [] if not finite)}
+    diverged: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"#{self.id} {self.task} {_short(self.targets)} r={self.r} α={self.alpha:g} lr={self.lr:.0e}"
+
+    def row(self) -> dict:
+        return {
+            "run": self.id, "task": self.task, "targets": _short(self.targets), "r": self.r,
+            "alpha": self.alpha, "lr": self.lr, "steps": self.steps, "trainable": self.trainable,
+            "trainable %": 100.0 * self.trainable / self.total, "final accuracy": self.accuracy,
+            "time (s)": self.seconds, "note": "diverged (loss not finite)" if self.diverged else "",
+        }
+
+
+class RankLab:
+    """State of the rank lab: every run kept in `runs`; callbacks `run_training`, `on_train`, `clear`.
+
+    Each run starts from the same pretrained model with the same seed, so runs differ only in the
+    settings you changed.
+    """
+
+    def __init__(self, device=None, seed: int = 0, batch_size: int = 64, eval_examples: int = 256,
+                 n_evals: int = 10):
+        for name, v, lo in (("seed", seed, 0), ("batch_size", batch_size, 1), ("eval_examples", eval_examples, 1),
+                            ("n_evals", n_evals, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an int ≥ {lo}, got {v!r}")
+        self.device = get_device(device)
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_examples = eval_examples
+        self.n_evals = n_evals
+        self.runs: list[Run] = []
+        self._next_id = 1
+        self._base = None
+        self._base_accuracy: dict[str, float] = {}
+
+    # -- the pretrained model, loaded once -------------------------------------------------------
+    def base_model(self):
+        if self._base is None:
+            self._base = load_pretrained(self.device)
+        return self._base
+
+    def matrix_shapes(self) -> dict[str, tuple[int, int]]:
+        """{target: (d, k)} of each target matrix (the same in every block)."""
+        base = self.base_model()
+        out = {}
+        for n in linear_names(base):
+            t = n.rsplit(".", 1)[-1]
+            if t in TARGETS and t not in out:
+                out[t] = tuple(base.get_submodule(n).weight.shape)
+        return out
+
+    def max_rank(self, targets) -> int:
+        shapes = self.matrix_shapes()
+        return min(min(shapes[t]) for t in targets)
+
+    def count_trainable(self, targets, r: int) -> int:
+        """r·(d + k) summed over every adapted matrix in every block: what the run will train."""
+        targets = self._check_targets(targets)
+        base = self.base_model()
+        n = 0
+        for name in linear_names(base):
+            if name.rsplit(".", 1)[-1] in targets:
+                d, k = base.get_submodule(name).weight.shape
+                n += lora_param_count(d, k, r)
+        return n
+
+    # -- validation: ValueError / TypeError naming the control --------------------------------------
+    @staticmethod
+    def _check_targets(targets) -> tuple[str, ...]:
+        if isinstance(targets, str):
+            targets = (targets,)
+        try:
+            targets = tuple(targets)
+        except TypeError as e:
+            raise TypeError(f"targets must be a list of matrix names from {TARGETS}, got {targets!r}") from e
+        if not targets:
+            raise ValueError("targets: choose at least one matrix to adapt (for example q_proj and v_proj)")
+        bad = [t for t in targets if t not in TARGETS]
+        if bad:
+            raise ValueError(f"targets: unknown matrix {bad[0]!r}; choose from {TARGETS}")
+        return tuple(t for t in TARGETS if t in targets)  # canonical order, no duplicates
+
+    def validate(self, task, targets, r, alpha, lr, steps) -> dict:
+        """The settings, checked and normalised; raises ValueError/TypeError naming the bad control."""
+        task = get_task(task).name
+        targets = self._check_targets(targets)
+        if isinstance(r, bool) or not isinstance(r, int):
+            raise TypeError(f"r must be an int, got {type(r).__name__} {r!r}")
+        hi = self.max_rank(targets)
+        if not 1 <= r <= hi:
+            raise ValueError(f"r must be between 1 and {hi} (= min(d, k) of the chosen matrices), got {r}")
+        for name, v in (("alpha", alpha), ("lr", lr)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+            if not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {v}")
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise TypeError(f"steps must be an int, got {type(steps).__name__} {steps!r}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        return {"task": task, "targets": targets, "r": r, "alpha": float(alpha), "lr": float(lr), "steps": steps}
+
+    # -- callbacks ------------------------------------------------------------------------------
+    def run_training(self, task, targets, r, alpha, lr, steps, progress=None) -> Run:
+        """Fine-tune a fresh copy of the pretrained model with LoRA and append the run to `runs`.
+
+        progress(step, steps, loss) is called after every step (e.g. to move a progress bar).
+        Bad settings raise ValueError/TypeError before anything is trained; `runs` is then unchanged.
+        """
+        cfg = self.validate(task, targets, r, alpha, lr, steps)
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+        task, steps = cfg["task"], cfg["steps"]
+        if task not in self._base_accuracy:  # LoRA starts at ΔW = 0: step 0 is the pretrained model
+            self._base_accuracy[task] = evaluate(self.base_model(), task, self.eval_examples)
+        seed_everything(self.seed)
+        model = copy.deepcopy(self.base_model())
+        add_lora(model, cfg["targets"], r=cfg["r"], alpha=cfg["alpha"])
+        trainable, total = count_parameters(model)
+
+        def callback(step, loss):
+            if progress is not None:
+                progress(step, steps, loss)
+
+        every = max(1, steps // self.n_evals)
+        hist = train(model, task, steps, lr=cfg["lr"], batch_size=self.batch_size, seed=self.seed,
+                     eval_every=every if every < steps else None, eval_examples=self.eval_examples,
+                     progress=False, callback=callback)
+        spectra, finite = {}, all(math.isfinite(v) for v in hist["loss"])
+        for name, layer in lora_layers(model).items():
+            delta = layer.delta_weight().detach().float().cpu()
+            if torch.isfinite(delta).all():
+                spectra[name] = singular_values(delta).tolist()
+            else:
+                spectra[name], finite = [], False
+        run = Run(id=self._next_id, targets=cfg["targets"], trainable=trainable, total=total, task=task, r=cfg["r"],
+                  alpha=cfg["alpha"], lr=cfg["lr"], steps=steps, accuracy=hist["accuracy"][-1],
+                  seconds=hist["seconds"], step=hist["step"], loss=hist["loss"],
+                  eval_step=[0] + hist["eval_step"], eval_accuracy=[self._base_accuracy[task]] + hist["accuracy"],
+                  spectra=spectra, diverged=not finite)
+        self._next_id += 1
+        self.runs.append(run)
+        return run
+
+    def on_train(self, task, targets, r, alpha, lr, steps, progress=None) -> str:
+        """What the Train button does: run_training, but bad settings give a readable message, not an error."""
+        try:
+            run = self.run_training(task, targets, r, alpha, lr, steps, progress)
+        except (ValueError, TypeError) as e:
+            return f"⚠️ {e}"
+        msg = (f"Run #{run.id} done: final accuracy {run.accuracy:.3f} after {run.steps} steps in "
+               f"{run.seconds:.1f} s, {run.trainable:,} trainable parameters.")
+        if run.diverged:
+            msg += " ⚠️ The loss became NaN/inf: this run diverged — lower the learning rate or α."
+        return msg
+
+    def clear(self) -> str:
+        """Forget every run."""
+        n = len(self.runs)
+        self.runs.clear()
+        self._next_id = 1
+        return f"Cleared {n} run{'s' if n != 1 else ''}."
+
+    # -- views ----------------------------------------------------------------------------------
+    def table_rows(self) -> list[dict]:
+        return [run.row() for run in self.runs]
+
+    def table_html(self) -> str:
+        rows = self.table_rows()
+        if not rows:
+            return "<i>No runs yet: choose settings and press Train.</i>"
+        head = ("run", "task", "targets", "r", "α", "lr", "steps", "trainable params", "final accuracy", "time",
+                "note")
+        cells = []
+        for row in rows:
+            vals = (row["run"], row["task"], row["targets"], row["r"], f"{row['alpha']:g}", f"{row['lr']:.1e}",
+                    row["steps"], f"{row['trainable']:,} ({row['trainable %']:.2f} %)", f"{row['final accuracy']:.3f}",
+                    f"{row['time (s)']:.1f} s", row["note"])
+            cells.append("<tr>" + "".join(f"<td style='padding:2px 8px'>{html.escape(str(v))}</td>"
+                                          for v in vals) + "</tr>")
+        header = "<tr>" + "".join(f"<th style='padding:2px 8px'>{h}</th>" for h in head) + "</tr>"
+        return f"<table class='lora-lab-table'>{header}{''.join(cells)}</table>"
+
+    def curves(self) -> list[dict]:
+        return [{"label": r.label, "step": r.step, "loss": r.loss, "eval_step": r.eval_step,
+                 "accuracy": r.eval_accuracy} for r in self.runs]
+
+    def spectra(self) -> list[dict]:
+        return [{"label": r.label, "r": r.r, "spectra": r.spectra} for r in self.runs]
+
+    def figure_curves(self):
+        from .plots_analysis import lab_curves_figure
+
+        return lab_curves_figure(self.curves())
+
+    def figure_spectra(self):
+        from .plots_analysis import lab_spectra_figure
+
+        return lab_spectra_figure(self.spectra())
+
+    def describe(self, targets, r, alpha) -> str:
+        """One line about the chosen settings (updates live as the sliders move); never raises."""
+        try:
+            targets = self._check_targets(targets)
+            hi = self.max_rank(targets)
+            if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= hi:
+                return f"⚠️ r must be between 1 and {hi} for these matrices."
+            n = self.count_trainable(targets, r)
+        except (ValueError, TypeError) as e:
+            return f"⚠️ {e}"
+        total = sum(p.numel() for p in self.base_model().parameters())
+        return (f"scaling α/r = {alpha:g}/{r} = {alpha / r:.3g} · trainable parameters: {n:,} "
+                f"({100 * n / total:.2f} % of {total:,}) · ΔW of each matrix has rank ≤ {r}")
+
+
+def rank_lab_ui(lab: RankLab | None = None, device=None, **defaults):
+    """The rank lab as widgets: controls, Train / Clear, a live progress bar, curves, runs table, ΔW spectra.
+
+    Returns an ipywidgets.VBox with `.lab` (the RankLab) and `.controls` (the widgets by name).
+    `defaults` overrides DEFAULTS (task, targets, r, alpha, lr, steps).
+    """
+    import ipywidgets as W
+
+    from .plots_analysis import to_png
+
+    unknown = set(defaults) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"rank_lab_ui got unexpected settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    lab = lab if lab is not None else RankLab(device=device)
+    d = {**DEFAULTS, **defaults}
+    lab.validate(**d)  # wrong defaults are a programming error: raise here, not in the UI
+    style = {"description_width": "110px"}
+    wide = W.Layout(width="460px")
+    task = W.Dropdown(options=list(DOWNSTREAM_TASKS), value=d["task"], description="task", style=style)
+    boxes = {t: W.Checkbox(value=t in d["targets"], description=t, indent=False, layout=W.Layout(width="95px"))
+             for t in TARGETS}
+    r = W.IntSlider(value=d["r"], min=R_RANGE[0], max=R_RANGE[1], description="rank r", style=style,
+                    layout=wide, continuous_update=False)
+    alpha = W.FloatSlider(value=d["alpha"], min=ALPHA_RANGE[0], max=ALPHA_RANGE[1], step=1.0, description="α",
+                          style=style, layout=wide, continuous_update=False)
+    lr = W.FloatLogSlider(value=d["lr"], base=10, min=math.log10(LR_RANGE[0]), max=math.log10(LR_RANGE[1]),
+                          step=0.25, description="learning rate", readout_format=".1e", style=style, layout=wide,
+                          continuous_update=False)
+    steps = W.IntSlider(value=d["steps"], min=STEPS_RANGE[0], max=STEPS_RANGE[1], step=10, description="steps",
+                        style=style, layout=wide, continuous_update=False)
+    train_btn = W.Button(description="Train", button_style="primary", icon="play")
+    clear_btn = W.Button(description="Clear runs", icon="trash")
+    bar = W.IntProgress(value=0, min=0, max=d["steps"], description="progress", style=style, layout=wide)
+    info = W.HTML()
+    status = W.HTML("Press <b>Train</b> to fine-tune with these settings.")
+    curves_img = W.Image(format="png")
+    table = W.HTML()
+    spectra_img = W.Image(format="png")
+    for wdg, cls in ((train_btn, "lora-lab-train"), (clear_btn, "lora-lab-clear"), (bar, "lora-lab-progress"),
+                     (status, "lora-lab-status"), (r, "lora-lab-r")):
+        wdg.add_class(cls)
+
+    def chosen_targets():
+        return tuple(t for t, b in boxes.items() if b.value)
+
+    def update_info(*_):
+        info.value = lab.describe(chosen_targets(), r.value, alpha.value)
+
+    def refresh():
+        curves_img.value = to_png(lab.figure_curves())
+        table.value = lab.table_html()
+        spectra_img.value = to_png(lab.figure_spectra())
+
+    def progress(step, total, loss):
+        if step == total or step % max(1, total // 100) == 0:
+            bar.value = step
+            status.value = f"training… step {step}/{total} · loss {loss:.3f}"
+
+    def on_train(_=None):
+        train_btn.disabled = clear_btn.disabled = True
+        bar.max, bar.value, bar.bar_style = steps.value, 0, "info"
+        try:
+            msg = lab.on_train(task.value, chosen_targets(), r.value, alpha.value, lr.value, steps.value, progress)
+        finally:
+            train_btn.disabled = clear_btn.disabled = False
+        bar.bar_style = "warning" if msg.startswith("⚠️") or "diverged" in msg else "success"
+        status.value = html.escape(msg)
+        refresh()
+
+    def on_clear(_=None):
+        status.value = html.escape(lab.clear())
+        bar.value, bar.bar_style = 0, ""
+        refresh()
+
+    for wdg in (r, alpha, *boxes.values()):
+        wdg.observe(update_info, names="value")
+    train_btn.on_click(on_train)
+    clear_btn.on_click(on_clear)
+    update_info()
+    refresh()
+    controls = W.VBox([task, W.HBox([W.Label("targets", layout=W.Layout(width="110px")), *boxes.values()]),
+                       r, alpha, lr, steps, info, W.HBox([train_btn, clear_btn]), bar, status])
+    box = W.VBox([W.HTML("<h3>Rank lab</h3>"), controls, W.HTML("<b>Curves of every run</b>"), curves_img,
+                  W.HTML("<b>Runs</b>"), table, W.HTML("<b>Singular values of each run's ΔW</b>"), spectra_img])
+    box.lab = lab
+    box.controls = {"task": task, "targets": boxes, "r": r, "alpha": alpha, "lr": lr, "steps": steps,
+                    "train": train_btn, "clear": clear_btn, "progress": bar, "status": status, "info": info,
+                    "curves": curves_img, "table": table, "spectra": spectra_img}
+    return box
