@@ -1,0 +1,285 @@
+"""lora_edu.myths: the experiments of notebook 08 at small sizes (random adapters, few training steps)."""
+
+from __future__ import annotations
+
+import copy
+
+import matplotlib
+import pytest
+import torch
+
+import lora_edu as le
+from lora_edu import myths, plots_myths
+
+matplotlib.use("Agg")
+
+NAMES = ("blocks.0.attn.q_proj", "blocks.0.attn.v_proj", "blocks.1.attn.q_proj", "blocks.1.attn.v_proj")
+
+
+def random_adapter(seed: int, r: int = 4, alpha: float = 8.0, std: float = 0.05, device="cpu") -> le.Adapter:
+    g = torch.Generator().manual_seed(seed)
+    t = {n: (torch.randn(r, 64, generator=g) / 8, torch.randn(64, r, generator=g) * std) for n in NAMES}
+    return le.Adapter(r, alpha, ("q_proj", "v_proj"), tensors=t).to(device=device)
+
+
+@pytest.fixture
+def adapters(device):
+    return [random_adapter(s, device=device) for s in range(3)]
+
+
+def weights(model):
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- claim 3: combining ---------------------------------------------------------------------
+def test_exact_sum_equals_sequential_merge_adapter(pretrained, adapters):
+    seq = copy.deepcopy(pretrained)
+    for a in adapters:
+        le.merge_adapter(seq, a)
+    once = copy.deepcopy(pretrained)
+    myths.apply_deltas(once, myths.combined_deltas(adapters, "sum"))
+    for n in NAMES:
+        torch.testing.assert_close(once.get_submodule(n).weight, seq.get_submodule(n).weight, atol=1e-5, rtol=0)
+        assert not torch.equal(once.get_submodule(n).weight, pretrained.get_submodule(n).weight)
+
+
+def test_svd_at_full_rank_equals_sum_and_truncates_below(adapters):
+    exact = myths.combined_deltas(adapters, "sum")
+    full = myths.combined_deltas(adapters, "svd", rank=3 * 4)
+    low = myths.combined_deltas(adapters, "svd", rank=4)
+    for n in NAMES:
+        torch.testing.assert_close(full[n], exact[n], atol=1e-10, rtol=0)
+        assert le.numerical_rank(exact[n], tol=1e-8) == 12
+        assert le.numerical_rank(low[n], tol=1e-8) == 4
+        # Eckart–Young: the truncation error is the tail of the spectrum
+        s = le.singular_values(exact[n])
+        assert float((exact[n] - low[n]).norm()) == pytest.approx(float(s[4:].norm()), rel=1e-8)
+
+
+def test_scaled_default_is_mean_of_deltas(adapters):
+    mean = myths.combined_deltas(adapters, "scaled")
+    exact = myths.combined_deltas(adapters, "sum")
+    for n in NAMES:
+        torch.testing.assert_close(mean[n], exact[n] / 3)
+    w = myths.combined_deltas(adapters, "sum", weights=[0.5, 0.0, 0.0])
+    torch.testing.assert_close(w[NAMES[0]], 0.5 * myths.adapter_deltas(adapters[0])[NAMES[0]])
+
+
+def test_avg_ab_creates_cross_terms(adapters):
+    ct = myths.cross_terms(adapters)
+    assert ct["norms"].shape == (3, 3)
+    assert (ct["norms"] > 0).all() and ct["cross_norm"] > 0
+    # naive average = (s/N²)(Σ own + Σ cross): check the identity on one layer
+    n = NAMES[0]
+    s = adapters[0].scaling
+    own = sum(a.tensors[n][1].double() @ a.tensors[n][0].double() for a in adapters).cpu()
+    cross = sum(ai.tensors[n][1].double() @ aj.tensors[n][0].double()
+                for i, ai in enumerate(adapters) for j, aj in enumerate(adapters) if i != j).cpu()
+    avg = myths.combined_deltas(adapters, "avg_AB")[n]
+    torch.testing.assert_close(avg, s * (own + cross) / 9)
+    assert not torch.allclose(avg, myths.combined_deltas(adapters, "scaled")[n])
+
+
+def test_identical_adapters_have_no_cross_term_error(device):
+    a = random_adapter(0, device=device)
+    twins = [a, copy.deepcopy(a)]
+    avg = myths.combined_deltas(twins, "avg_AB")
+    mean = myths.combined_deltas(twins, "scaled")
+    for n in NAMES:  # with identical adapters averaging the factors changes nothing
+        torch.testing.assert_close(avg[n], mean[n])
+    ct = myths.cross_terms(twins)
+    torch.testing.assert_close(ct["norms"][0, 1], ct["norms"][0, 0])
+    assert ct["cross_over_own"] == pytest.approx(1.0)
+
+
+def test_combined_deltas_rejects_bad_input(adapters):
+    with pytest.raises(ValueError, match="method"):
+        myths.combined_deltas(adapters, "ties")
+    with pytest.raises(ValueError, match="weights"):
+        myths.combined_deltas(adapters, "sum", weights=[1.0])
+    with pytest.raises(ValueError, match="rank"):
+        myths.combined_deltas(adapters, "svd", rank=0)
+    with pytest.raises(TypeError, match="adapters"):
+        myths.combined_deltas([1, 2], "sum")
+    other = le.Adapter(2, 8.0, ("q_proj",), tensors={NAMES[0]: (torch.zeros(2, 64), torch.zeros(64, 2))})
+    with pytest.raises(ValueError):
+        myths.combined_deltas([adapters[0], other], "avg_AB")
+
+
+def test_merge_sweep_rows_and_base_untouched(pretrained):
+    base_w = weights(pretrained)
+    ads = {t: random_adapter(i, device=next(pretrained.parameters()).device) for i, t in
+           enumerate(("reverse", "increment"))}
+    rows = myths.merge_sweep(pretrained, ads, n_examples=16)
+    assert same(weights(pretrained), base_w)
+    assert len(rows) == len(myths.COMBINE_METHODS) * 2
+    for r in rows:
+        assert set(r["acc"]) == set(r["tasks"]) and len(r["tasks"]) == r["n"]
+        assert 0 <= r["pretrain"] <= 1 and 0 <= r["mean_task"] <= 1
+    one = {r["method"]: r for r in rows if r["n"] == 1}
+    # with one adapter, sum / svd (rank r) / avg_AB / switch all equal the adapter alone
+    for m in ("svd", "avg_AB", "switch"):
+        assert one[m]["acc"] == one["sum"]["acc"]
+    sw = [r for r in rows if r["method"] == "switch"]
+    assert all(r["pretrain"] == r["base_pretrain"] for r in sw)  # switching back restores the base
+    with pytest.raises(ValueError, match="methods"):
+        myths.merge_sweep(pretrained, ads, methods=("nope",))
+
+
+# ---- claim 1 ----------------------------------------------------------------------------------
+def test_merged_equals_unmerged_and_intactness(pretrained, tokens, adapters):
+    base_w = weights(pretrained)
+    res = myths.merged_vs_unmerged(pretrained, adapters[0], tokens)
+    assert res["max_abs"] < 1e-3 * res["max_logit"]
+    assert res["w0_intact_unmerged"] and not res["w0_intact_merged"]
+    assert res["merged_weight_change"] > 0
+    assert same(weights(pretrained), base_w)
+
+
+def test_branch_outputs_sum_to_layer_output(pretrained, tokens, adapters):
+    model = copy.deepcopy(pretrained)
+    le.load_adapter(model, adapters[0])
+    out = myths.lora_branch_outputs(model, tokens, NAMES[1])
+    m = le.lora_layers(model)[NAMES[1]]
+    with torch.no_grad():
+        full = m(out["x"].to(tokens.device)).float().cpu()
+    torch.testing.assert_close(out["h_base"] + out["h_delta"], full, atol=1e-5, rtol=1e-5)
+    dec = myths.shift_decomposition(out["h_delta"], out["h_base"])
+    assert dec["rank"] <= 4 and 0 <= dec["constant_fraction"] <= 1 and dec["relative_size"] > 0
+    const = torch.ones(10, 1) @ torch.randn(1, 5)  # the same shift for every input
+    assert myths.shift_decomposition(const)["constant_fraction"] == pytest.approx(1.0)
+    le.merge_lora(model)
+    with pytest.raises(ValueError, match="merged"):
+        myths.lora_branch_outputs(model, tokens, NAMES[1])
+    with pytest.raises(ValueError, match="no LoRA"):
+        myths.lora_branch_outputs(pretrained, tokens)
+
+
+def test_extra_macs(pretrained, adapters):
+    m = myths.extra_macs_per_token(adapters[0], pretrained)
+    assert m["adapted_base_macs"] == 4 * 64 * 64 and m["extra_macs"] == 4 * 4 * (64 + 64)
+    assert 0 < m["extra_fraction_of_model"] < 1
+
+
+# ---- claim 2 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["keep_original", "fp32_master", "unmerged"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_exact_strategies_never_drift(pretrained, adapters, strategy, dtype):
+    rows = myths.switch_drift(pretrained, adapters, dtype, checkpoints=(1, 20), strategy=strategy)
+    assert [r["switches"] for r in rows] == [1, 20]
+    assert all(r["max_abs"] == 0 and r["rel_fro"] == 0 for r in rows)
+
+
+def test_subtract_drifts_in_bfloat16_and_grows(pretrained, adapters):
+    base_w = weights(pretrained)
+    rows = myths.switch_drift(pretrained, adapters, "bfloat16", checkpoints=(1, 50), strategy="subtract",
+                              task="copy", n_examples=16)
+    assert rows[0]["max_abs"] > 0 and rows[1]["rel_fro"] > rows[0]["rel_fro"]
+    assert 0 <= rows[1]["accuracy"] <= 1
+    f32 = myths.switch_drift(pretrained, adapters, "float32", checkpoints=(1, 50), strategy="subtract")
+    assert f32[1]["max_abs"] < rows[1]["max_abs"] / 100  # float32 drift is orders of magnitude smaller
+    assert same(weights(pretrained), base_w)
+
+
+def test_switch_drift_rejects_bad_input(pretrained, adapters):
+    with pytest.raises(ValueError, match="dtype"):
+        myths.switch_drift(pretrained, adapters, "int8")
+    with pytest.raises(ValueError, match="strategy"):
+        myths.switch_drift(pretrained, adapters, strategy="pray")
+    with pytest.raises(ValueError, match="checkpoints"):
+        myths.switch_drift(pretrained, adapters, checkpoints=(10, 1))
+    with pytest.raises(ValueError, match="adapters"):
+        myths.switch_drift(pretrained, [])
+
+
+# ---- claim 4 ----------------------------------------------------------------------------------
+def test_delta_anatomy_low_rank_vs_dense():
+    g = torch.Generator().manual_seed(0)
+    W0 = torch.randn(32, 32, generator=g)
+    low = torch.randn(32, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 32, generator=g, dtype=torch.float64)
+    dense = torch.randn(32, 32, generator=g)
+    a, b = myths.delta_anatomy(W0, low, r=3), myths.delta_anatomy(W0, dense, r=3)
+    assert a["rank"] == 3 and a["energy_top_r"] == pytest.approx(1.0) and a["effective_rank"] <= 3
+    assert b["rank"] == 32 and b["energy_top_r"] < 0.6 and b["effective_rank"] > 3
+    assert a["frac_changed"] > 0.9 and b["frac_changed"] > 0.9  # both touch (almost) every entry
+    assert a["amplification"] > 0
+    with pytest.raises(ValueError, match="shape"):
+        myths.delta_anatomy(W0, low[:5], r=3)
+    with pytest.raises(ValueError, match="zeros"):
+        myths.delta_anatomy(W0, torch.zeros(32, 32), r=3)
+
+
+def test_weight_deltas(pretrained, adapters):
+    m = copy.deepcopy(pretrained)
+    le.merge_adapter(m, adapters[0])
+    d = myths.weight_deltas(pretrained, m, NAMES)
+    ref = myths.adapter_deltas(adapters[0])
+    for n in NAMES:
+        torch.testing.assert_close(d[n], ref[n], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="names"):
+        myths.weight_deltas(pretrained, m, ["nope"])
+
+
+# ---- claim 5 ----------------------------------------------------------------------------------
+def test_biased_task_and_skew(pretrained):
+    t = myths.biased_copy_task((3, 5), 7)
+    x = torch.tensor([[3, 5, 7, 1, 0, 9, 3, 2]])
+    assert t.fn(x).tolist() == [[7, 7, 7, 1, 0, 9, 7, 2]]
+    assert myths.biased_copy_task(()).fn(x).tolist() == x.tolist()
+    rep = myths.skew_report(pretrained, n_examples=64)
+    assert rep["skew"] == 0.0 and rep["quality"] == 1.0  # the shipped model copies perfectly
+    with pytest.raises(ValueError, match="to"):
+        myths.biased_copy_task((7,), 7)
+    with pytest.raises(ValueError, match="digits"):
+        myths.biased_copy_task((12,), 7)
+
+
+def test_bias_correction_returns_on_removal(pretrained):
+    biased = myths.make_biased_model(pretrained, steps=40, lr=3e-3)
+    before = myths.skew_report(biased, n_examples=64)
+    assert before["skew"] > 0.5
+    fix, _ = myths.train_adapter(biased, "copy", 40, n_examples=32)
+    w = weights(biased)
+    rows = myths.bias_table(biased, {"none": [], "fix": [fix], "none again": []}, n_examples=64)
+    assert same(weights(biased), w)
+    assert rows[1]["skew"] < before["skew"]
+    assert rows[2]["skew"] == rows[0]["skew"] == before["skew"]
+
+
+def test_delta_cosine():
+    a = {"x": torch.ones(2, 2), "y": torch.zeros(2, 2)}
+    assert myths.delta_cosine(a, a) == pytest.approx(1.0)
+    assert myths.delta_cosine(a, {"x": -torch.ones(2, 2)}) == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        myths.delta_cosine(a, {"z": torch.ones(1)})
+
+
+def test_verdict_and_summary():
+    assert myths.verdict(True) == "true" and myths.verdict(False) == "false"
+    assert myths.verdict(False, True) == "true under these conditions"
+    md = myths.summary_markdown([{"claim": "a|b", "verdict": "true", "numbers": "x=1", "evidence": "§1"}])
+    assert md.count("\n") == 2 and "a\\|b" in md
+    with pytest.raises(ValueError):
+        myths.summary_markdown([])
+
+
+# ---- plots ------------------------------------------------------------------------------------
+def test_plots_draw(pretrained, tokens, adapters):
+    rows = [{"batch": 1, **{f"{k}_{s}": 1.0 for k in ("base", "merged", "unmerged") for s in ("ms", "p10_ms",
+                                                                                                "p90_ms")}}]
+    figs = [plots_myths.plot_merged_vs_unmerged(torch.randn(50), torch.randn(50), rows),
+            plots_myths.plot_shift(torch.randn(30, 8)),
+            plots_myths.plot_drift(myths.switch_drift(pretrained, adapters, "float16", checkpoints=(1, 2))
+                                   + myths.switch_drift(pretrained, adapters, "float16", checkpoints=(1, 2),
+                                                        strategy="unmerged")),
+            plots_myths.plot_merge_sweep([{"method": "sum", "n": 1, "tasks": ["reverse"], "pretrain": 0.5,
+                                           "mean_task": 0.4}], cross_norms=torch.ones(1, 1)),
+            plots_myths.plot_spectra({"lora": myths.delta_anatomy(torch.randn(8, 8), torch.randn(8, 8), 2)}, 2),
+            plots_myths.plot_delta_images(torch.randn(8, 8), {"ΔW": torch.randn(8, 8)}),
+            plots_myths.plot_bias([{"config": "a", "skew": 0.5, "quality": 0.9, "quality_other": float("nan")}])]
+    for f in figs:
+        assert f.axes
