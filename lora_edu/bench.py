@@ -730,6 +730,9 @@ TARGETS_CHECK = [  # (label, field, bound): the issue's targets that a CPU run c
 def format_targets(rows: list[dict]) -> str:
     out = []
     for label, key, bound in TARGETS_CHECK:
+        if "PEFT" in label and all(r.get("peft") is None for r in rows):
+            out.append(f"{label}: not measured (no PEFT)")
+            continue
         cells = []
         for r in rows:
             v = r.get(key)

@@ -1,0 +1,262 @@
+"""lora_edu computes what PEFT computes (same W0, A, B → same merged weights, same outputs, same gradients),
+and the fast paths of LoRALinear (fused addmm forward, fused merge, cheap finiteness check) keep the
+semantics of the plain formulas h = W0·x + b + (α/r)·B·A·x and W = W0 ± (α/r)·B·A."""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lora_edu as le
+from lora_edu import bench
+
+TOL = 1e-6
+
+
+def _peft():
+    return pytest.importorskip("peft")
+
+
+def _pair(model: nn.Module, targets=("q_proj", "v_proj"), r=8, alpha=16, rslora=False, seed=1):
+    """(ours, peft_model) built from copies of `model` with the same A, B (B ~ N(0, 0.02) so ΔW ≠ 0)."""
+    peft = _peft()
+    ours = copy.deepcopy(model)
+    le.add_lora(ours, targets, r=r, alpha=alpha, rslora=rslora)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in le.lora_layers(ours).values():
+            m.A.copy_(torch.randn(m.A.shape, generator=g) / math.sqrt(m.A.shape[1]))
+            m.B.copy_(torch.randn(m.B.shape, generator=g) * 0.02)
+    cfg = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
+                          use_rslora=rslora)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = peft.get_peft_model(copy.deepcopy(model), cfg)
+    peft_layers = {n: m for n, m in pm.base_model.model.named_modules() if hasattr(m, "lora_A")}
+    assert set(peft_layers) == set(le.lora_layers(ours))
+    with torch.no_grad():
+        for n, m in le.lora_layers(ours).items():
+            peft_layers[n].lora_A["default"].weight.copy_(m.A)
+            peft_layers[n].lora_B["default"].weight.copy_(m.B)
+    return ours, pm, peft_layers
+
+
+def _models():
+    torch.manual_seed(0)
+    stack = bench.BenchStack(64, 2)
+    toy = le.load_pretrained(device="cpu")
+    return {"stack": (stack, torch.randn(2, 5, 64)),
+            "toy": (toy, le.get_task("reverse").batch(4)[0])}
+
+
+@pytest.fixture(scope="module")
+def models():
+    return _models()
+
+
+@pytest.mark.parametrize("name", ["stack", "toy"])
+@pytest.mark.parametrize("rslora", [False, True])
+def test_unmerged_outputs_equal_peft(models, name, rslora):
+    model, x = models[name]
+    ours, pm, _ = _pair(model, rslora=rslora)
+    with torch.no_grad():
+        y_ours, y_peft = ours(x), pm(x)
+        y_base = model(x)
+    assert (y_ours - y_base).abs().max() > 1e-4  # the adapter really changes the output
+    torch.testing.assert_close(y_ours, y_peft, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["stack", "toy"])
+def test_merged_weights_and_outputs_equal_peft(models, name):
+    model, x = models[name]
+    ours, pm, peft_layers = _pair(model)
+    le.merge_lora(ours)
+    pm.merge_adapter()
+    assert pm.base_model.model.get_submodule(next(iter(peft_layers))).merged
+    for n, m in le.lora_layers(ours).items():
+        W_peft = peft_layers[n].base_layer.weight
+        torch.testing.assert_close(m.weight, W_peft, atol=TOL, rtol=0)
+        assert (m.weight - model.get_submodule(n).weight).abs().max() > 1e-5  # merge did real work
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), pm(x), atol=TOL, rtol=0)
+    # merge_and_unload / remove_lora hand back plain nn.Linear models with the same weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "All adapters are already merged"
+        plain_peft = pm.merge_and_unload()
+    le.remove_lora(ours, merge=True)
+    assert not le.lora_layers(ours)
+    for n in le.linear_names(ours):
+        torch.testing.assert_close(ours.get_submodule(n).weight, plain_peft.get_submodule(n).weight, atol=TOL, rtol=0)
+
+
+def test_unmerge_restores_w0_like_peft(models):
+    model, _ = models["stack"]
+    ours, pm, peft_layers = _pair(model)
+    le.merge_lora(ours)
+    pm.merge_adapter()
+    le.unmerge_lora(ours)
+    pm.unmerge_adapter()
+    for n, m in le.lora_layers(ours).items():
+        W0 = model.get_submodule(n).weight
+        torch.testing.assert_close(m.weight, W0, atol=TOL, rtol=0)
+        torch.testing.assert_close(peft_layers[n].base_layer.weight, W0, atol=TOL, rtol=0)
+
+
+def test_gradients_equal_peft(models):
+    model, x = models["stack"]
+    ours, pm, peft_layers = _pair(model)
+    ours.train()
+    pm.train()
+    ours(x).square().mean().backward()
+    pm(x).square().mean().backward()
+    for n, m in le.lora_layers(ours).items():
+        assert m.B.grad.abs().max() > 0
+        torch.testing.assert_close(m.A.grad, peft_layers[n].lora_A["default"].weight.grad, atol=TOL, rtol=1e-5)
+        torch.testing.assert_close(m.B.grad, peft_layers[n].lora_B["default"].weight.grad, atol=TOL, rtol=1e-5)
+
+
+def test_bf16_merge_matches_peft_default_and_drifts_less():
+    """PEFT (default float32 adapters) and lora_edu merge to the same bf16 weights; over 20 cycles
+    PEFT's unmerge (subtracting a bf16-rounded ΔW) drifts, lora_edu's does not grow."""
+    torch.manual_seed(0)
+    model = bench.BenchStack(128, 1, dtype=torch.bfloat16)
+    ours, pm, peft_layers = _pair(model)
+    le.merge_lora(ours)
+    pm.merge_adapter()
+    for n, m in le.lora_layers(ours).items():
+        torch.testing.assert_close(m.weight, peft_layers[n].base_layer.weight, atol=0, rtol=0)
+    le.unmerge_lora(ours)
+    pm.unmerge_adapter()
+
+    def drift(ws, ws0):
+        return max((w.float() - w0.float()).abs().max().item() for w, w0 in zip(ws, ws0))
+
+    ours_w = [m.weight for m in le.lora_layers(ours).values()]
+    peft_w = [peft_layers[n].base_layer.weight for n in le.lora_layers(ours)]
+    w0 = [model.get_submodule(n).weight for n in le.lora_layers(ours)]
+    d1 = drift(ours_w, w0)
+    for _ in range(19):
+        le.merge_lora(ours)
+        le.unmerge_lora(ours)
+        pm.merge_adapter()
+        pm.unmerge_adapter()
+    assert drift(ours_w, w0) <= d1 + 1e-12
+    assert drift(ours_w, w0) < drift(peft_w, w0)
+
+
+# ---- the fast paths against the plain formulas ---------------------------------------------------------------
+def _layer(d=12, k=16, r=4, alpha=8.0, dtype=torch.float64, dropout=0.0, seed=0):
+    torch.manual_seed(seed)
+    L = le.LoRALinear(nn.Linear(k, d).to(dtype), r=r, alpha=alpha, dropout=dropout)
+    with torch.no_grad():
+        L.B.normal_(std=0.5)
+    return L
+
+
+def _reference(L, x, xd=None):
+    xd = x if xd is None else xd
+    return F.linear(x, L.base.weight, L.base.bias) + (xd @ L.A.t() @ L.B.t()) * L.scaling
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (16,), (2, 3, 16), (2, 3, 4, 16), (0, 16), (2, 0, 16)])
+def test_forward_and_gradients_match_reference(shape):
+    L = _layer()
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    y, ref = L(x), _reference(L, x)
+    assert y.shape == ref.shape == (*shape[:-1], 12)
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, L.A, L.B), g)
+    want = torch.autograd.grad(ref, (x, L.A, L.B), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_gradcheck_unmerged_forward():
+    L = _layer(d=5, k=6, r=2)
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+
+    # finite differences against autograd, for x and (through functional_call) for A and B
+    assert torch.autograd.gradcheck(lambda x: L(x), (x,))
+    params = {"A": L.A.detach().clone().requires_grad_(), "B": L.B.detach().clone().requires_grad_()}
+    assert torch.autograd.gradcheck(
+        lambda A, B: torch.func.functional_call(L, {"A": A, "B": B}, (x.detach(),)), (params["A"], params["B"]))
+
+
+def test_dropout_only_on_lora_path():
+    L = _layer(dropout=0.5, dtype=torch.float32)
+    L.train()
+    x = torch.randn(2, 3, 16)
+    torch.manual_seed(7)
+    y = L(x)
+    torch.manual_seed(7)
+    xd = L.dropout(x.reshape(-1, 16)).reshape(2, 3, 16)
+    torch.testing.assert_close(y, _reference(L, x, xd), atol=1e-6, rtol=0)
+    assert not torch.allclose(y, _reference(L, x), atol=1e-3)  # dropout did act on the LoRA path
+    L.eval()
+    torch.testing.assert_close(L(x), _reference(L, x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_merge_matches_formula_and_merged_forward_is_plain_linear(dtype):
+    L = _layer(dtype=dtype)
+    W0 = L.weight.detach().clone()
+    work = torch.promote_types(dtype, torch.float32)
+    want = (W0.to(work) + (L.B.detach().to(work) @ L.A.detach().to(work)) * L.scaling).to(dtype)
+    L.merge()
+    tol = {torch.bfloat16: 2 ** -7, torch.float32: 1e-6, torch.float64: 1e-12}[dtype]
+    torch.testing.assert_close(L.weight, want, atol=tol * want.abs().max().item(), rtol=0)
+    x = torch.randn(3, 16, dtype=dtype)
+    assert torch.equal(L(x), F.linear(x, L.base.weight, L.base.bias))
+    L.unmerge()  # exact up to the rounding of the merged weights (one ulp of max |W0 + ΔW| in bf16)
+    torch.testing.assert_close(L.weight, W0, atol=tol * want.abs().max().item(), rtol=0)
+
+
+def test_merge_refuses_overflowing_delta_from_finite_factors():
+    """A and B finite, but ΔW = s·B@A overflows float32: the cheap bound falls back to the exact check."""
+    L = _layer(dtype=torch.float32)
+    with torch.no_grad():
+        L.A.fill_(1e20)
+        L.B.fill_(1e20)
+    assert torch.isfinite(L.A).all() and torch.isfinite(L.B).all()
+    W0 = L.weight.detach().clone()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        L.merge()
+    assert torch.equal(L.weight, W0) and not L.merged
+    model = nn.Sequential(nn.Linear(16, 12))
+    le.add_lora(model, "0", r=4)
+    with torch.no_grad():
+        model[0].A.fill_(1e20)
+        model[0].B.fill_(1e20)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        le.merge_lora(model)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        le.remove_lora(model, merge=True)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_merge_refuses_nonfinite_factors(bad):
+    L = _layer(dtype=torch.float32)
+    with torch.no_grad():
+        L.B[0, 0] = bad
+    W0 = L.weight.detach().clone()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        L.merge()
+    assert torch.equal(L.weight, W0)
+
+
+def test_large_but_finite_float64_delta_still_merges():
+    """Beyond the float32 bound but finite in float64: the fallback computes ΔW and allows the merge."""
+    L = _layer(dtype=torch.float64)
+    with torch.no_grad():
+        L.A.fill_(1e30)
+        L.B.fill_(1e-10)
+    L.merge()
+    assert L.merged and torch.isfinite(L.weight).all()
+    assert L.weight.abs().max() > 1e19
