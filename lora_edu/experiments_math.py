@@ -77,13 +77,14 @@ def _loss(E, nrm, batch, gx):
     return exact, (E @ X).pow(2).sum((1, 2)) / (batch * nrm)
 
 
-def fit_lora(target: torch.Tensor, r: int, lrs, steps: int, scaling: float, seed: int = 0,
+def fit_lora(target: torch.Tensor, r: int, lrs, steps: int, scaling, seed: int = 0,
              batch: int | None = None, init: str = "gaussian") -> dict:
     """Fit scaling·B·A ≈ target with Adam, one independent run per learning rate, all from the same A, B = 0.
 
     batch=None: exact gradient of ‖scaling·BA − target‖²_F / ‖target‖²_F. batch=n: the gradient comes from
     n fresh white-noise inputs per step (as in real minibatch training), so too large a learning rate is
-    punished by noise. Returns {"loss": (n_lr, steps) exact relative errors, "delta": (n_lr, d, k) final ΔW}.
+    punished by noise. `scaling` is one number, or one per learning rate (runs with different scalings side by
+    side). Returns {"loss": (n_lr, steps) exact relative errors, "delta": (n_lr, d, k) final ΔW}.
     """
     target = _as_target(target)
     d, k = target.shape
@@ -108,6 +109,7 @@ def fit_lora(target: torch.Tensor, r: int, lrs, steps: int, scaling: float, seed
     gx = torch.Generator().manual_seed(seed + 1)
     out = torch.empty(n, steps)
     lr = lr.view(n, 1, 1)
+    scaling = _scalings(scaling, n, dev)
     for t in range(1, steps + 1):
         exact, loss = _loss(scaling * B @ A - target, nrm, batch, gx)
         gA, gB = torch.autograd.grad(loss.sum(), [A, B])
@@ -139,6 +141,14 @@ def fit_full(target: torch.Tensor, lrs, steps: int, seed: int = 0, batch: int | 
             _adam([D], [gD], state, lr, t)
         out[:, t - 1] = exact.detach().cpu()
     return {"loss": out, "delta": D.detach()}
+
+
+def _scalings(scaling, n, device):
+    vals = [scaling] if isinstance(scaling, (int, float)) else list(scaling)
+    if len(vals) not in (1, n) or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                      for v in vals):
+        raise ValueError(f"scaling must be a finite number or one per learning rate ({n}), got {scaling!r}")
+    return torch.tensor(vals, dtype=torch.float32, device=device).expand(n).reshape(n, 1, 1)
 
 
 def _as_target(target):

@@ -80,3 +80,13 @@ def test_bad_arguments_named():
         em.fit_lora(T, 2, [], 3, 1.0)
     with pytest.raises(ValueError, match="target"):
         em.fit_full(torch.ones(3), [1e-2], 3)
+
+
+def test_per_run_scalings_match_separate_runs():
+    T = em.planted_update(8, 8, 2)
+    both = em.fit_lora(T, 2, [1e-2, 1e-2], 15, [0.5, 2.0], batch=4)
+    for i, s in enumerate((0.5, 2.0)):
+        one = em.fit_lora(T, 2, [1e-2], 15, s, batch=4)
+        assert torch.allclose(both["loss"][i], one["loss"][0], atol=1e-6)
+    with pytest.raises(ValueError, match="scaling"):
+        em.fit_lora(T, 2, [1e-2, 1e-2], 3, [1.0, 2.0, 3.0])
