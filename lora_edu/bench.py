@@ -47,8 +47,8 @@ from .adapters import Adapter, load_adapter
 from .inject import lora_layers, merge_lora, remove_lora, unmerge_lora
 from .runtime import get_device
 
-__all__ = ["BenchConfig", "BenchStack", "FIELDS", "RESULTS_DIR", "format_table", "format_targets", "get_configs",
-           "latest_results", "main", "run", "run_config", "write_jsonl"]
+__all__ = ["BenchConfig", "BenchStack", "FIELDS", "RESULTS_DIR", "format_markdown", "format_table", "format_targets",
+           "get_configs", "latest_results", "main", "run", "run_config", "write_jsonl"]
 
 R, ALPHA, TARGETS, B_STD = 8, 16.0, ("q_proj", "v_proj"), 0.02
 DRIFT_CYCLES = 100
@@ -414,7 +414,7 @@ class _Ctx:
 
 def _phase_inference(c: _Ctx, row: dict) -> None:
     """Correctness (same outputs and merged weights as PEFT), then interleaved inference latency."""
-    rounds = 5 if c.quick else 25
+    rounds = 5 if c.quick else 41
     base, x = c.base, c.x
     ours_u, ours_m = _build_ours(base, c.ad1), _build_ours(base, c.ad1)
     y_u = ours_u(x)
@@ -718,33 +718,58 @@ def _is_nan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-TARGETS_CHECK = [  # (label, field, bound): the issue's targets that a CPU run can check
-    ("merged / base ≤ 1.01", "merged_over_base", 1.01),
-    ("lora_edu unmerged ≤ PEFT unmerged", "ours_over_peft_unmerged", 1.0),
-    ("merge time ≤ PEFT", "merge_ours_over_peft", 1.0),
-    ("bf16 drift (100 cycles) < PEFT", "drift_ours_over_peft", 1.0),
-    ("exact restore drift = 0", "drift_100_ours_exact", 0.0),
+TARGETS_CHECK = [
+    # (label, field, comparison, bound, only these configs or None, only this device type or None)
+    ("merged / base ≤ 1.01", "merged_over_base", "<=", 1.01, None, None),
+    ("lora_edu unmerged ≤ PEFT unmerged", "ours_over_peft_unmerged", "<=", 1.0, None, None),
+    ("merge time ≤ PEFT", "merge_ours_over_peft", "<=", 1.0, None, None),
+    ("bf16 drift (100 cycles) < PEFT", "drift_ours_over_peft", "<", 1.0, "bfloat16", None),
+    ("exact restore drift = 0", "drift_100_ours_exact", "==", 0.0, None, None),
+    ("unmerged ≤ 0.8× PEFT at d=128 (GPU)", "ours_over_peft_unmerged", "<=", 0.8, ("d128x4-fp32",), "cuda"),
+    ("CUDA graph ≤ 0.8× PEFT at d=128 (GPU)", "graph_ours_over_peft_unmerged", "<=", 0.8, ("d128x4-fp32",), "cuda"),
+    ("unmerged / base ≤ 1.10 at d=1024 (GPU)", "unmerged_over_base", "<=", 1.10, ("d1024x8-bf16",), "cuda"),
+    ("unmerged / base ≤ 1.03 at d=4096 (GPU)", "unmerged_over_base", "<=", 1.03, ("d4096x4-bf16",), "cuda"),
+    ("LoRA step ≤ 0.7× full at d=4096 (GPU)", "train_lora_over_full", "<=", 0.7, ("d4096x4-bf16",), "cuda"),
+    ("LoRA peak memory ≤ 0.6× full at d=4096 (GPU)", "peak_mem_lora_over_full", "<=", 0.6, ("d4096x4-bf16",),
+     "cuda"),
 ]
+_CMP = {"<=": lambda v, b: v <= b, "<": lambda v, b: v < b, "==": lambda v, b: v == b}
 
 
 def format_targets(rows: list[dict]) -> str:
+    """One line per target of the issue that applies to these rows: each configuration's value, ok or MISSED."""
     out = []
-    for label, key, bound in TARGETS_CHECK:
+    for label, key, cmp, bound, only, device in TARGETS_CHECK:
+        if device is not None and not any(r.get("device") == device for r in rows):
+            continue
         if "PEFT" in label and all(r.get("peft") is None for r in rows):
             out.append(f"{label}: not measured (no PEFT)")
             continue
         cells = []
         for r in rows:
-            v = r.get(key)
-            if key == "drift_ours_over_peft" and r["dtype"] != "bfloat16":
+            if only == "bfloat16" and r.get("dtype") != "bfloat16":
                 continue
+            if isinstance(only, tuple) and r["config"] not in only:
+                continue
+            v = r.get(key)
             if _is_nan(v):
                 cells.append(f"{r['config']} —")
             else:
-                ok = v == 0 if bound == 0 else (v < bound if key == "drift_ours_over_peft" else v <= bound)
-                cells.append(f"{r['config']} {_fmt(v)} {'ok' if ok else 'MISSED'}")
-        out.append(f"{label}: " + ", ".join(cells))
+                cells.append(f"{r['config']} {_fmt(v)} {'ok' if _CMP[cmp](v, bound) else 'MISSED'}")
+        if cells:
+            out.append(f"{label}: " + ", ".join(cells))
     return "\n".join(out)
+
+
+def format_markdown(rows: list[dict]) -> str:
+    """The table as GitHub markdown (what benchmarks/README.md shows), sections in bold."""
+    lines = ["| | " + " | ".join(r["config"] for r in rows) + " |", "|---" * (len(rows) + 1) + "|"]
+    for label, key in TABLE:
+        if key is None:
+            lines.append(f"| **{label}** |" + " |" * len(rows))
+        elif any(not _is_nan(r.get(key)) for r in rows):
+            lines.append(f"| {label} | " + " | ".join(_fmt(r.get(key)) for r in rows) + " |")
+    return "\n".join(lines)
 
 
 def write_jsonl(rows: list[dict], path) -> Path:
@@ -810,6 +835,7 @@ def main(argv=None) -> int:
     p.add_argument("--save", action="store_true", help="write benchmarks/results/<device>_<date>.jsonl")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cuda-graphs", action="store_true", help="also time unmerged forwards captured in CUDA graphs")
+    p.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     p.add_argument("--no-peft", action="store_true", help="measure lora_edu alone even if PEFT is installed")
     p.add_argument("--peft-base-dtype", action="store_true",
                    help="keep PEFT's adapters in the base dtype (autocast_adapter_dtype=False) instead of its "
@@ -827,6 +853,9 @@ def main(argv=None) -> int:
     print(format_table(rows))
     print()
     print(format_targets(rows))
+    if args.markdown:
+        print()
+        print(format_markdown(rows))
     print(f"\n{len(rows)} configurations in {time.perf_counter() - t0:.0f} s. Latency ratios are medians of "
           "per-round ratios; absolute times hold only for this device and load.")
     for path in ([args.json_path] if args.json_path else []) + ([default_results_path(rows)] if args.save else []):
