@@ -1,0 +1,247 @@
+"""The rank lab's callbacks are plain functions: tested at both ends of every control, with bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import lora_edu as le
+from lora_edu import lab as L
+from lora_edu.plots_analysis import to_png
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    # small evaluation sets keep each run cheap; the lab code path is the same
+    return L.RankLab(eval_examples=32, n_evals=2)
+
+
+@pytest.fixture
+def fresh(lab):
+    lab.clear()
+    yield lab
+    lab.clear()
+
+
+def _settings(**kw):
+    s = {"task": "increment", "targets": ("q_proj", "v_proj"), "r": 2, "alpha": 8.0, "lr": 1e-2,
+         "steps": L.STEPS_RANGE[0]}
+    s.update(kw)
+    return s
+
+
+def _rank(spectrum, tol=1e-5):
+    s = torch.tensor(spectrum)
+    return int((s > tol * s[0]).sum()) if s.numel() and s[0] > 0 else 0
+
+
+def test_defaults_are_valid_and_inside_the_slider_ranges(lab):
+    cfg = lab.validate(**L.DEFAULTS)
+    assert L.R_RANGE[0] <= cfg["r"] <= L.R_RANGE[1]
+    assert L.ALPHA_RANGE[0] <= cfg["alpha"] <= L.ALPHA_RANGE[1]
+    assert L.LR_RANGE[0] <= cfg["lr"] <= L.LR_RANGE[1]
+    assert L.STEPS_RANGE[0] <= cfg["steps"] <= L.STEPS_RANGE[1]
+    assert L.R_RANGE[1] == lab.max_rank(L.TARGETS) == 64
+
+
+def test_run_record(fresh):
+    calls = []
+    run = fresh.run_training(**_settings(), progress=lambda s, n, loss: calls.append((s, n, loss)))
+    assert fresh.runs == [run] and run.id == 1
+    assert [c[0] for c in calls] == list(range(1, run.steps + 1)) and all(c[1] == run.steps for c in calls)
+    assert run.loss == [c[2] for c in calls] and len(run.step) == run.steps
+    # LoRA on q and v of 2 blocks, 64×64 each: 2 · 2 · r · (64 + 64)
+    assert run.trainable == 2 * 2 * 2 * 128 == fresh.count_trainable(("q_proj", "v_proj"), 2)
+    assert run.total == sum(p.numel() for p in fresh.base_model().parameters()) + run.trainable
+    assert run.eval_step[0] == 0 and run.eval_step[-1] == run.steps
+    assert len(run.eval_step) == len(run.eval_accuracy) and run.eval_accuracy[-1] == run.accuracy
+    assert run.eval_accuracy[0] == le.evaluate(fresh.base_model(), "increment", fresh.eval_examples)
+    assert sorted(run.spectra) == [f"blocks.{b}.attn.{m}_proj" for b in (0, 1) for m in ("q", "v")]
+    assert all(len(s) == 64 and _rank(s) <= 2 for s in run.spectra.values())
+    row = fresh.table_rows()[0]
+    assert row["run"] == 1 and row["r"] == 2 and row["trainable"] == run.trainable and row["note"] == ""
+    assert 0 <= row["final accuracy"] <= 1 and row["time (s)"] > 0
+    assert math.isclose(row["trainable %"], 100 * run.trainable / run.total)
+
+
+@pytest.mark.parametrize("r", L.R_RANGE)
+def test_rank_extremes(fresh, r):
+    run = fresh.run_training(**_settings(r=r, targets=("q_proj",)))
+    assert run.r == r and run.trainable == 2 * r * 128
+    ranks = [_rank(s) for s in run.spectra.values()]
+    assert all(1 <= k <= r for k in ranks)
+    if r == 1:
+        assert ranks == [1, 1]
+    else:
+        assert max(ranks) > 1  # a full-rank adapter does use more than one direction
+
+
+def test_alpha_extremes_scale_the_update(fresh):
+    lo = fresh.run_training(**_settings(alpha=L.ALPHA_RANGE[0]))
+    hi = fresh.run_training(**_settings(alpha=L.ALPHA_RANGE[1]))
+    assert (lo.alpha, hi.alpha) == L.ALPHA_RANGE
+    name = "blocks.1.attn.v_proj"
+    # same data, same init: a 128× larger α/r gives a clearly larger ΔW
+    assert hi.spectra[name][0] > 5 * lo.spectra[name][0]
+
+
+def test_lr_extremes(fresh):
+    lo = fresh.run_training(**_settings(lr=L.LR_RANGE[0]))
+    hi = fresh.run_training(**_settings(lr=L.LR_RANGE[1]))
+    name = "blocks.1.attn.q_proj"
+    assert lo.spectra[name][0] < hi.spectra[name][0]
+    assert lo.lr == L.LR_RANGE[0] and hi.lr == L.LR_RANGE[1]
+
+
+def test_extreme_alpha_and_lr_together_give_a_readable_result(fresh):
+    msg = fresh.on_train(**_settings(r=1, alpha=L.ALPHA_RANGE[1], lr=L.LR_RANGE[1]))
+    run = fresh.runs[-1]
+    assert msg.startswith(f"Run #{run.id} done") and 0.0 <= run.accuracy <= 1.0
+    finite = all(math.isfinite(v) for v in run.loss) and all(len(s) for s in run.spectra.values())
+    assert run.diverged == (not finite)
+    assert ("diverged" in msg) == run.diverged
+
+
+@pytest.mark.parametrize("steps", L.STEPS_RANGE)
+def test_steps_extremes(fresh, steps):
+    seen = []
+    run = fresh.run_training(**_settings(r=1, targets=("v_proj",), steps=steps),
+                             progress=lambda s, n, loss: seen.append(s))
+    assert len(run.loss) == steps and seen[-1] == steps and len(seen) == steps
+    assert run.eval_step[0] == 0 and run.eval_step[-1] == steps
+    assert len(run.eval_step) <= fresh.n_evals + 2
+
+
+@pytest.mark.parametrize("target", L.TARGETS)
+def test_each_target(fresh, target):
+    run = fresh.run_training(**_settings(r=1, targets=(target,)))
+    kind = "mlp" if target in ("up_proj", "down_proj") else "attn"
+    assert sorted(run.spectra) == [f"blocks.{b}.{kind}.{target}" for b in (0, 1)]
+    d, k = fresh.matrix_shapes()[target]
+    assert run.trainable == 2 * (d + k) == fresh.count_trainable(target, 1)
+
+
+@pytest.mark.parametrize("task", le.DOWNSTREAM_TASKS)
+def test_each_task(fresh, task):
+    run = fresh.run_training(**_settings(task=task, r=1))
+    assert run.task == task and run.label.startswith(f"#1 {task} q,v r=1")
+    assert run.eval_accuracy[0] == le.evaluate(fresh.base_model(), task, fresh.eval_examples)
+
+
+def test_runs_repeat_exactly(fresh):
+    a = fresh.run_training(**_settings())
+    b = fresh.run_training(**_settings())
+    assert a.loss == b.loss and a.spectra == b.spectra and (a.id, b.id) == (1, 2)
+
+
+BAD = [
+    ({"targets": ()}, ValueError, "targets"),
+    ({"targets": []}, ValueError, "choose at least one"),
+    ({"targets": ("lm_head",)}, ValueError, "targets"),
+    ({"targets": 5}, TypeError, "targets"),
+    ({"r": 0}, ValueError, "r must be between 1 and 64"),
+    ({"r": 65}, ValueError, "r must be between 1 and 64"),
+    ({"r": 2.5}, TypeError, "r must be an int"),
+    ({"r": True}, TypeError, "r must be an int"),
+    ({"alpha": 0}, ValueError, "alpha"),
+    ({"alpha": float("nan")}, ValueError, "alpha"),
+    ({"alpha": "8"}, TypeError, "alpha"),
+    ({"lr": 0.0}, ValueError, "lr"),
+    ({"lr": -1e-3}, ValueError, "lr"),
+    ({"lr": float("inf")}, ValueError, "lr"),
+    ({"steps": 0}, ValueError, "steps"),
+    ({"steps": 10.0}, TypeError, "steps"),
+    ({"task": "nope"}, ValueError, "task"),
+    ({"task": 3}, TypeError, "task"),
+]
+
+
+@pytest.mark.parametrize("bad, exc, words", BAD, ids=[str(b[0]) for b in BAD])
+def test_bad_input_raises_naming_the_control_and_changes_nothing(fresh, snapshot, bad, exc, words):
+    fresh.run_training(**_settings(r=1))
+    snap = snapshot(fresh.base_model())
+    with pytest.raises(exc, match=words):
+        fresh.run_training(**_settings(**bad))
+    msg = fresh.on_train(**_settings(**bad))
+    assert msg.startswith("⚠️") and words.split()[0] in msg and "Traceback" not in msg
+    assert len(fresh.runs) == 1
+    snap.assert_unchanged(fresh.base_model())
+
+
+def test_progress_must_be_callable(fresh):
+    with pytest.raises(TypeError, match="progress"):
+        fresh.run_training(**_settings(), progress=3)
+    assert fresh.runs == []
+
+
+def test_clear(fresh):
+    fresh.run_training(**_settings(r=1))
+    fresh.run_training(**_settings(r=2))
+    assert fresh.clear() == "Cleared 2 runs."
+    assert fresh.runs == [] and fresh.table_rows() == [] and fresh.curves() == [] and fresh.spectra() == []
+    assert "No runs yet" in fresh.table_html()
+    assert fresh.run_training(**_settings(r=1)).id == 1
+    assert fresh.clear() == "Cleared 1 run."
+
+
+def test_views_and_figures(fresh):
+    assert to_png(fresh.figure_curves()).startswith(PNG) and to_png(fresh.figure_spectra()).startswith(PNG)
+    fresh.run_training(**_settings(r=1))
+    fresh.run_training(**_settings(r=4, targets=("q_proj", "up_proj")))
+    html = fresh.table_html()
+    assert html.count("<tr>") == 3 and "up" in html
+    curves = fresh.curves()
+    assert [c["label"] for c in curves] == [r.label for r in fresh.runs]
+    assert all(len(c["step"]) == len(c["loss"]) and len(c["eval_step"]) == len(c["accuracy"]) for c in curves)
+    fig = fresh.figure_curves()
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
+    fig = fresh.figure_spectra()
+    # union of adapted matrices: q in 2 blocks, v in 2 blocks, up in 2 blocks
+    assert sum(1 for ax in fig.axes if ax.get_title()) == 6
+    assert to_png(fig).startswith(PNG)
+
+
+def test_describe_at_slider_ends(lab):
+    for r in L.R_RANGE:
+        for a in L.ALPHA_RANGE:
+            text = lab.describe(("q_proj", "v_proj"), r, a)
+            assert f"{a / r:.3g}" in text and f"{lab.count_trainable(('q_proj', 'v_proj'), r):,}" in text
+    assert lab.describe((), 4, 8.0).startswith("⚠️")
+    assert lab.describe(("q_proj",), 65, 8.0).startswith("⚠️")
+
+
+def test_constructor_rejects_bad_settings():
+    with pytest.raises(ValueError, match="n_evals"):
+        L.RankLab(n_evals=0)
+    with pytest.raises(ValueError, match="seed"):
+        L.RankLab(seed=-1)
+
+
+def test_ui_wiring(fresh):
+    pytest.importorskip("ipywidgets")
+    ui = L.rank_lab_ui(fresh, steps=L.STEPS_RANGE[0], r=1)
+    c = ui.controls
+    assert ui.lab is fresh and c["r"].min == L.R_RANGE[0] and c["r"].max == L.R_RANGE[1]
+    assert math.isclose(c["lr"].min, math.log10(L.LR_RANGE[0])) and c["steps"].max == L.STEPS_RANGE[1]
+    before = c["info"].value
+    c["r"].value = 64
+    assert c["info"].value != before and "64" in c["info"].value
+    empty = c["curves"].value
+    c["train"].click()
+    assert len(fresh.runs) == 1 and fresh.runs[0].r == 64
+    assert c["progress"].value == c["progress"].max == L.STEPS_RANGE[0]
+    assert "Run #1 done" in c["status"].value and bytes(c["curves"].value) != bytes(empty)
+    assert bytes(c["curves"].value).startswith(PNG)
+    assert "<td" in c["table"].value and not c["train"].disabled
+    for box in c["targets"].values():
+        box.value = False
+    c["train"].click()
+    assert len(fresh.runs) == 1 and "choose at least one" in c["status"].value
+    c["clear"].click()
+    assert fresh.runs == [] and "Cleared 1 run" in c["status"].value and "No runs yet" in c["table"].value
+    with pytest.raises(TypeError, match="settings"):
+        L.rank_lab_ui(fresh, rank=3)
