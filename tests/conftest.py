@@ -33,7 +33,21 @@ def _pretrained_cpu() -> nn.Module:
 @pytest.fixture
 def pretrained(_pretrained_cpu, device) -> nn.Module:
     """A fresh copy of the shipped pretrained ToyTransformer on `device`, in eval mode."""
+    assert next(_pretrained_cpu.parameters()).device.type == "cpu", "a test moved the shared CPU model"
     return copy.deepcopy(_pretrained_cpu).to(device).eval()
+
+
+def assert_same_outputs(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Bit-identical on the CPU; on an accelerator, kernels may reorder sums, so within 1e-6."""
+    if a.device.type == "cpu":
+        assert torch.equal(a, b)
+    else:
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.fixture
+def same_outputs():
+    return assert_same_outputs
 
 
 @pytest.fixture
