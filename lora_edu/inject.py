@@ -111,12 +111,21 @@ def merge_lora(model: nn.Module, keep_original: bool = False) -> list[str]:
     return list(todo)
 
 
+def _check_unmergeable(layers: dict[str, LoRALinear]) -> None:
+    """Refuse before touching anything if some merged layer could not give W0 back (see LoRALinear.unmerge)."""
+    for n, m in layers.items():
+        if m.merged and m._W0 is None and m._merged_versions != (m.A._version, m.B._version):
+            raise RuntimeError(f"A or B of {n!r} changed while the layer was merged, so subtracting today's ΔW "
+                               "would not restore W0 (model untouched)")
+
+
 def unmerge_lora(model: nn.Module) -> list[str]:
     """Unmerge every merged LoRALinear (W ← W − ΔW, or the exact W0 when it was kept)."""
     layers = lora_layers(model)
     todo = {n: m for n, m in layers.items() if m.merged}
     if layers and not todo:
         raise RuntimeError("no LoRA layer is merged; there is nothing to unmerge")
+    _check_unmergeable(todo)
     for m in todo.values():
         m.unmerge()
     return list(todo)
@@ -134,6 +143,8 @@ def remove_lora(model: nn.Module, merge: bool) -> list[str]:
         for n, m in layers.items():
             if not m.merged and not m._delta_is_finite():
                 raise ValueError(f"refusing to merge: ΔW of {n!r} contains NaN or inf (model untouched)")
+    else:
+        _check_unmergeable(layers)
     for n, m in layers.items():
         if merge and not m.merged:
             m.merge()
