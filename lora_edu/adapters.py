@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .inject import _matches, add_lora, linear_names, lora_layers
+from .inject import _check_model, _matches, add_lora, linear_names, lora_layers
 from .layer import LoRALinear
 
 __all__ = ["Adapter", "extract_adapter", "load_adapter", "merge_adapter", "unmerge_adapter"]
@@ -246,6 +246,7 @@ def _check_plain_targets(modules: dict, adapter: Adapter) -> None:
 
 
 def _apply(model: nn.Module, adapter: Adapter, weight: float, sign: float) -> list[str]:
+    _check_model(model)
     _check_adapter(adapter)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
         raise ValueError(f"weight must be a finite number, got {weight!r}")

@@ -71,7 +71,8 @@ class Task:
         """Build (inputs, targets) for given digit sequences x of shape (batch, n)."""
         b = x.shape[0]
         y = self.fn(x)
-        seq = torch.cat([torch.full((b, 1), BOS), x, torch.full((b, 1), SEP), y], dim=1)
+        seq = torch.cat([torch.full((b, 1), BOS, device=x.device), x, torch.full((b, 1), SEP, device=x.device), y],
+                        dim=1)
         inputs, targets = seq[:, :-1].clone(), seq[:, 1:].clone()
         targets[:, : self.n + 1] = -100  # only the answer tokens are scored (x1..xn and SEP are given)
         return inputs.to(device), targets.to(device)

@@ -462,3 +462,15 @@ def test_a_refused_file_never_reaches_the_model(pretrained, saved, snapshot):
         le.load_adapter(pretrained, le.Adapter.load(saved))
     snap.assert_unchanged(pretrained)
     assert isinstance(pretrained.get_submodule(QV[0]), nn.Linear)
+
+
+def test_extract_adapter_refuses_mixed_configs(pretrained):
+    le.add_lora(pretrained, "q_proj", r=2)
+    le.add_lora(pretrained, "v_proj", r=4)
+    with pytest.raises(ValueError, match="disagree"):
+        le.extract_adapter(pretrained)
+
+
+def test_merge_adapter_needs_a_module(make_adapter):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        le.merge_adapter({"blocks.0.attn.q_proj": None}, make_adapter(1))

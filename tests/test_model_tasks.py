@@ -219,3 +219,10 @@ def test_fast_mode_and_pick(monkeypatch):
         assert le.pick(600, 60) == (60 if expected else 600)
     monkeypatch.delenv("LORA_EDU_FAST")
     assert le.fast_mode() is False
+
+
+def test_make_keeps_the_device_of_x(device):
+    x = T.encode("31415926").to(device)
+    inputs, targets = le.get_task("reverse").make(x)
+    assert inputs.device.type == device.type
+    assert T.decode(inputs[0].cpu()) == "<bos> 3 1 4 1 5 9 2 6 | 6 2 9 5 1 4 1"
