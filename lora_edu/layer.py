@@ -122,9 +122,10 @@ class LoRALinear(nn.Module):
         in size; when that bound is far below the float32 maximum (and A, B hold no NaN/inf, which make
         the bound NaN/inf) ΔW is finite. Only otherwise is ΔW computed and checked.
         """
-        a = self.A.detach().abs().amax().double()
-        b = self.B.detach().abs().amax().double()
-        bound = (a * b).item() * self.r * max(1.0, self.scaling)
+        # min and max of A and B in two reductions and one device→host copy (one sync on a GPU); NaN propagates
+        lo_a, hi_a, lo_b, hi_b = torch.stack([*torch.aminmax(self.A.detach()),
+                                              *torch.aminmax(self.B.detach())]).float().tolist()
+        bound = max(-lo_a, hi_a) * max(-lo_b, hi_b) * self.r * max(1.0, self.scaling)
         if bound < 1e37:  # False for NaN too
             return True
         return bool(torch.isfinite(self._delta_fp32()).all())
