@@ -197,7 +197,7 @@ def merged_vs_unmerged(base: nn.Module, adapter: Adapter, tokens: torch.Tensor) 
 
     Returns max_abs (max |logits difference|), max_logit (max |logit|, for scale), and what "intact" means:
     w0_intact_unmerged / w0_intact_merged (are the adapted weights bit-identical to base's W0?),
-    merged_weight_change (max |W − W0| in the merged model).
+    merged_weight_change (max |W − W0| in the merged model); and both logits tensors (CPU) for plotting.
     """
     _check_plain(base)
     (adapter,) = _adapter_list(adapter, "adapter")
@@ -216,6 +216,7 @@ def merged_vs_unmerged(base: nn.Module, adapter: Adapter, tokens: torch.Tensor) 
         "w0_intact_unmerged": all(torch.equal(wu[n], w0[n]) for n in adapter.tensors),
         "w0_intact_merged": all(torch.equal(wm[n], w0[n]) for n in adapter.tensors),
         "merged_weight_change": max(float((wm[n].float() - w0[n].float()).abs().max()) for n in adapter.tensors),
+        "logits_unmerged": a.cpu(), "logits_merged": b.cpu(),
     }
 
 
