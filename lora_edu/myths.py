@@ -125,13 +125,13 @@ def weight_deltas(before: nn.Module, after: nn.Module, names=None) -> dict[str, 
     missing = [n for n in names if n not in wb or n not in wa]
     if missing:
         raise ValueError(f"names: {missing} are not nn.Linear layers of both models")
-    return {n: (wa[n].detach().double().cpu() - wb[n].detach().double().cpu()) for n in names}
+    return {n: (wa[n].detach().cpu().double() - wb[n].detach().cpu().double()) for n in names}
 
 
 def adapter_deltas(adapter: Adapter) -> dict[str, torch.Tensor]:
     """{layer: scaling·B@A} in float64 on the CPU (exactly rank ≤ r, no float32 rounding noise)."""
     (adapter,) = _adapter_list(adapter, "adapter")
-    return {n: (B.double().cpu() @ A.double().cpu()) * adapter.scaling for n, (A, B) in adapter.tensors.items()}
+    return {n: (B.cpu().double() @ A.cpu().double()) * adapter.scaling for n, (A, B) in adapter.tensors.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def shift_decomposition(h_delta: torch.Tensor, h_base: torch.Tensor | None = Non
     """
     if not isinstance(h_delta, torch.Tensor) or h_delta.ndim != 2:
         raise ValueError("h_delta must be a 2-D tensor (inputs × features)")
-    hd = h_delta.double()
+    hd = h_delta.detach().cpu().double()
     total = float(hd.pow(2).sum())
     mean = hd.mean(0, keepdim=True)
     out = {
@@ -187,7 +187,7 @@ def shift_decomposition(h_delta: torch.Tensor, h_base: torch.Tensor | None = Non
         "rank": numerical_rank(hd, tol=1e-4 * float(singular_values(hd)[0])) if total > 0 else 0,
     }
     if h_base is not None:
-        out["relative_size"] = math.sqrt(total) / float(h_base.double().norm())
+        out["relative_size"] = math.sqrt(total) / float(h_base.detach().cpu().double().norm())
     return out
 
 
@@ -358,8 +358,8 @@ def combined_deltas(adapters, method: str = "sum", weights=None, rank: int | Non
             raise ValueError("avg_AB needs adapters with equal r and scaling (the factors are averaged)")
         out = {}
         for name in names:
-            A = sum(a.tensors[name][0].double().cpu() for a in adapters) / n
-            B = sum(a.tensors[name][1].double().cpu() for a in adapters) / n
+            A = sum(a.tensors[name][0].cpu().double() for a in adapters) / n
+            B = sum(a.tensors[name][1].cpu().double() for a in adapters) / n
             out[name] = (B @ A) * s
         return out
     out = {name: sum(w * adapter_deltas(a)[name] for w, a in zip(weights, adapters)) for name in names}
@@ -404,7 +404,7 @@ def cross_terms(adapters) -> dict:
         for j, aj in enumerate(adapters):
             sq = 0.0
             for name in names:
-                M = (ai.tensors[name][1].double().cpu() @ aj.tensors[name][0].double().cpu()) * ai.scaling
+                M = (ai.tensors[name][1].cpu().double() @ aj.tensors[name][0].cpu().double()) * ai.scaling
                 sq += float(M.pow(2).sum())
                 if i == j:
                     own[name] = own[name] + M
@@ -485,8 +485,8 @@ def delta_anatomy(W0, delta_W, r: int, changed_tol: float = 1e-3, rank_tol: floa
     """
     from .analysis import projection_norms
 
-    W0 = torch.as_tensor(W0).detach().double().cpu()
-    dW = torch.as_tensor(delta_W).detach().double().cpu()
+    W0 = torch.as_tensor(W0).detach().cpu().double()
+    dW = torch.as_tensor(delta_W).detach().cpu().double()
     if W0.ndim != 2 or W0.shape != dW.shape:
         raise ValueError(f"W0 and delta_W must be matrices of the same shape, got {tuple(W0.shape)} and "
                          f"{tuple(dW.shape)}")
@@ -595,8 +595,8 @@ def delta_cosine(d1: dict, d2: dict) -> float:
     shared = [n for n in d1 if n in d2]
     if not shared:
         raise ValueError("d1 and d2 share no layer names")
-    a = torch.cat([torch.as_tensor(d1[n]).double().flatten().cpu() for n in shared])
-    b = torch.cat([torch.as_tensor(d2[n]).double().flatten().cpu() for n in shared])
+    a = torch.cat([torch.as_tensor(d1[n]).detach().cpu().double().flatten() for n in shared])
+    b = torch.cat([torch.as_tensor(d2[n]).detach().cpu().double().flatten() for n in shared])
     den = float(a.norm() * b.norm())
     return float(a @ b) / den if den > 0 else 0.0
 

@@ -283,3 +283,44 @@ def test_plots_draw(pretrained, tokens, adapters):
             plots_myths.plot_bias([{"config": "a", "skew": 0.5, "quality": 0.9, "quality_other": float("nan")}])]
     for f in figs:
         assert f.axes
+
+
+def test_apply_deltas_checks_everything_first(pretrained):
+    w = weights(pretrained)
+    good = torch.ones(64, 64, dtype=torch.float64)
+    with pytest.raises(ValueError, match="deltas"):
+        myths.apply_deltas(pretrained, {NAMES[0]: good, "blocks.0.attn.k_proj": torch.ones(3, 3)})
+    with pytest.raises(ValueError, match="deltas"):
+        myths.apply_deltas(pretrained, {NAMES[0]: good, "nope": good})
+    assert same(weights(pretrained), w)  # the valid first entry was not applied either
+    myths.apply_deltas(pretrained, {NAMES[0]: good})
+    myths.apply_deltas(pretrained, {NAMES[0]: good}, sign=-1.0)
+    torch.testing.assert_close(pretrained.get_submodule(NAMES[0]).weight, w[NAMES[0] + ".weight"], atol=1e-6,
+                               rtol=0)
+
+
+def test_bias_helpers_reject_bad_input(pretrained):
+    w = weights(pretrained)
+    with pytest.raises(TypeError, match="configs"):
+        myths.bias_table(pretrained, [("a", [])])
+    with pytest.raises(TypeError, match="configs"):
+        myths.bias_table(pretrained, {"a": ["not an adapter"]})
+    with pytest.raises(ValueError, match="n_examples"):
+        myths.skew_report(pretrained, n_examples=0)
+    with pytest.raises(ValueError, match="digits"):
+        myths.skew_report(pretrained, digits=(3, -1))
+    assert same(weights(pretrained), w)
+
+
+def test_train_helpers_leave_base_untouched(pretrained):
+    w = weights(pretrained)
+    adapter, acc = myths.train_adapter(pretrained, "increment", 3, n_examples=8)
+    model, facc = myths.full_finetune(pretrained, "increment", 3, n_examples=8)
+    assert same(weights(pretrained), w)
+    assert set(adapter.tensors) == set(NAMES) and 0 <= acc <= 1 and 0 <= facc <= 1
+    assert not any(p.requires_grad for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), w.values()))
+    with pytest.raises(ValueError, match="plain"):
+        lora = copy.deepcopy(pretrained)
+        le.add_lora(lora)
+        myths.train_adapter(lora, "increment", 1)

@@ -48,8 +48,8 @@ def ex2(answer, pair1, pair2, scaling: float) -> bool:
         return not_answered("average the B's, average the A's, then multiply (and scale)")
     if not isinstance(answer, torch.Tensor):
         return fail(f"give a tensor, got {type(answer).__name__}")
-    (A1, B1), (A2, B2) = ((a.detach().double().cpu(), b.detach().double().cpu()) for a, b in (pair1, pair2))
-    ans = answer.detach().double().cpu()
+    (A1, B1), (A2, B2) = ((a.detach().cpu().double(), b.detach().cpu().double()) for a, b in (pair1, pair2))
+    ans = answer.detach().cpu().double()
     right = scaling * ((B1 + B2) / 2) @ ((A1 + A2) / 2)
     if ans.shape != right.shape:
         return fail(f"your ΔW has shape {tuple(ans.shape)}; B is {tuple(B1.shape)} and A is {tuple(A1.shape)}, "
@@ -79,7 +79,7 @@ def ex3(answer, delta_sum, r: int, n: int, rank_tol: float = 1e-4) -> bool:
     k = _as_int(answer)
     if k is None:
         return fail(f"a rank is a whole number, got {answer!r}")
-    M = torch.as_tensor(delta_sum).detach().double().cpu()
+    M = torch.as_tensor(delta_sum).detach().cpu().double()
     right = numerical_rank(M, tol=rank_tol * float(singular_values(M)[0]))
     if k == right:
         return ok(f"rank {right}: {n} adapters of rank {r} can span at most {n * r} directions together — the exact "
