@@ -298,12 +298,13 @@ def finetune(task="reverse", method: str = "lora", targets=("q_proj", "v_proj"),
     trainable, total = count_parameters(m)
     label = f"{method} {task.name}" + (f" {'+'.join(t.split('_')[0] for t in targets)} r={r}"
                                        if method == "lora" else "")
-    hist = train(m, task, steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress, desc=label)
+    hist = train(m, task, steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress, desc=label,
+                 eval_examples=eval_examples)
     row = {
         "method": method, "task": task.name, "targets": targets if method == "lora" else ("all",),
         "r": r if method == "lora" else None, "alpha": (m_alpha(m) if method == "lora" else None),
         "steps": steps, "lr": lr, "seed": seed,
-        "accuracy": evaluate(m, task, n_examples=eval_examples),
+        "accuracy": hist["accuracy"][-1],  # train() ends with evaluate(m, task, eval_examples)
         "trainable": trainable, "total": total, "train_seconds": hist["seconds"],
         "step_ms": 1000 * hist["seconds"] / steps, "final_loss": hist["loss"][-1], "history": hist,
     }
@@ -349,7 +350,8 @@ def _bar(total: int, desc: str, progress: bool):
 
 
 def compare_targets(task="reverse", steps: int = 300, budget_rank: int = 8, alpha: float = 8, lr: float = 1e-2,
-                    seed: int = 0, configs=None, device=None, progress: bool = True) -> list[dict]:
+                    seed: int = 0, configs=None, device=None, progress: bool = True,
+                    eval_examples: int = 512) -> list[dict]:
     """Table 5 analogue: the same trainable-parameter budget spent on different attention matrices.
 
     Each row: targets, r, trainable, accuracy, step_ms, final_loss, and the paper's WikiSQL/MultiNLI
@@ -362,7 +364,7 @@ def compare_targets(task="reverse", steps: int = 300, budget_rank: int = 8, alph
     bar = _bar(len(configs), "Table 5 configs", progress)
     for targets, r in configs:
         _, row = finetune(task, "lora", targets, r, alpha, steps, lr, seed, device=device,
-                          progress=False, measure=False)
+                          progress=False, measure=False, eval_examples=eval_examples)
         keep = ("targets", "r", "trainable", "accuracy", "step_ms", "final_loss")
         rows.append({k: row[k] for k in keep} | _paper5(targets))
         if bar is not None:
@@ -374,7 +376,7 @@ def compare_targets(task="reverse", steps: int = 300, budget_rank: int = 8, alph
 
 def rank_sweep(task="reverse", ranks=PAPER_RANKS, target_sets=(("q_proj",), ("q_proj", "v_proj")),
                steps: int = 300, alpha: float = 8, lr: float = 1e-2, seed: int = 0, device=None,
-               progress: bool = True) -> list[dict]:
+               progress: bool = True, eval_examples: int = 512) -> list[dict]:
     """Table 6 analogue: accuracy for each rank and target set (alpha fixed, as the paper did).
 
     Each row: targets, r, trainable, accuracy, final_loss, and the paper's numbers for that cell if any.
@@ -392,7 +394,7 @@ def rank_sweep(task="reverse", ranks=PAPER_RANKS, target_sets=(("q_proj",), ("q_
     for targets in target_sets:
         for r in ranks:
             _, row = finetune(task, "lora", targets, r, alpha, steps, lr, seed, device=device,
-                              progress=False, measure=False)
+                              progress=False, measure=False, eval_examples=eval_examples)
             out = {k: row[k] for k in ("targets", "r", "trainable", "accuracy", "final_loss")}
             paper = PAPER_TABLE6.get(targets)
             if paper is not None and r in PAPER_RANKS:
