@@ -459,7 +459,7 @@ def _phase_inference(c: _Ctx, row: dict) -> None:
 
 def _phase_merge(c: _Ctx, row: dict) -> None:
     """Merge / unmerge every adapter, task switch, and the drift of W0 over merge→unmerge cycles."""
-    n_merge = 3 if c.quick else 9
+    n_merge = 3 if c.quick else 7
     ours = _build_ours(c.base, c.ad1)
     pm = _build_peft(c.peft, c.base, c.ad1, c.peft_autocast) if c.has_peft else None
     c.log(f"  merge / unmerge ({n_merge} rounds)…")
@@ -528,7 +528,7 @@ def _phase_merge(c: _Ctx, row: dict) -> None:
 
 def _phase_train(c: _Ctx, row: dict) -> None:
     """One AdamW step: full fine-tuning vs LoRA (lora_edu; PEFT's LoRA for comparison)."""
-    n_train = 2 if c.quick else 7
+    n_train = 2 if c.quick else 5
     c.log(f"  training steps ({n_train} rounds)…")
     kinds = ["full", "lora"] + (["lora_peft"] if c.has_peft else [])
     models = {k: _train_setup(k, c.base, c.ad1, c.peft, c.peft_autocast) for k in kinds}
