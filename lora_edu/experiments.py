@@ -31,7 +31,7 @@ __all__ = [
     "budget_configs", "compare_targets", "rank_sweep",
     "time_forward", "max_output_diff", "latency_comparison",
     "switch_adapter", "switch_vs_reload", "merge_drift", "MultiAdapterModel", "multi_adapter_max_diff",
-    "format_table",
+    "format_table", "target_label", "human_bytes",
 ]
 
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -753,12 +753,30 @@ def multi_adapter_max_diff(model: nn.Module, adapters: dict, tokens: torch.Tenso
 
 
 # ---------------------------------------------------------------------------------------------
+def target_label(targets) -> str:
+    """("q_proj", "v_proj") → "W_q+W_v"."""
+    return "+".join("W_" + t.replace("_proj", "") for t in _targets_tuple(targets))
+
+
+def human_bytes(n) -> str:
+    """1234567 → "1.23 MB" (decimal units, as disk sizes are quoted)."""
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n < 0:
+        raise ValueError(f"n must be a non-negative number of bytes, got {n!r}")
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         if v == 0:
             return "0"
         if abs(v) >= 1000 or abs(v) < 1e-3:
             return f"{v:.3g}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
         return f"{v:.3f}"
     if isinstance(v, (tuple, list)):
         return "+".join(str(x).replace("_proj", "") for x in v)

@@ -339,3 +339,18 @@ def test_format_table():
         ex.format_table([])
     with pytest.raises(ValueError):
         ex.format_table(rows, ["r"], ["a", "b"])
+
+
+def test_target_label_and_human_bytes():
+    assert ex.target_label(("q_proj", "v_proj")) == "W_q+W_v"
+    assert ex.target_label("o_proj") == "W_o"
+    assert ex.human_bytes(999) == "999 B"
+    assert ex.human_bytes(9214) == "9.21 kB"
+    assert ex.human_bytes(350e9) == "350 GB"
+    assert ex.human_bytes(37.7e6) == "37.7 MB"
+    assert ex.human_bytes(5e15) == "5e+03 TB"
+    for bad in (-1, float("nan"), "1", True):
+        with pytest.raises(ValueError):
+            ex.human_bytes(bad)
+    with pytest.raises(ValueError):
+        ex.target_label(())
