@@ -442,6 +442,14 @@ def _example_tokens(task, batch_size: int, device, seed: int = 0) -> torch.Tenso
     return inputs
 
 
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated q-quantile of an ascending list (q = 0.5 is the median)."""
+    pos = q * (len(sorted_values) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
 def latency_comparison(base: nn.Module, adapter: Adapter, batch_sizes=(1, 16, 256), repeats: int = 30,
                        warmup: int = 3, task="reverse") -> list[dict]:
     """Forward latency of the base model, the merged model (W0 + BA as one matrix) and the unmerged LoRA model.
@@ -479,8 +487,8 @@ def latency_comparison(base: nn.Module, adapter: Adapter, batch_sizes=(1, 16, 25
         for k, s in samples.items():
             s = sorted(s)
             row[f"{k}_ms"] = 1000 * statistics.median(s)
-            row[f"{k}_p10_ms"] = 1000 * s[int(0.1 * (len(s) - 1))]
-            row[f"{k}_p90_ms"] = 1000 * s[int(0.9 * (len(s) - 1))]
+            row[f"{k}_p10_ms"] = 1000 * _percentile(s, 0.1)
+            row[f"{k}_p90_ms"] = 1000 * _percentile(s, 0.9)
         row["unmerged_over_base"] = row["unmerged_ms"] / row["base_ms"]
         row["merged_over_base"] = row["merged_ms"] / row["base_ms"]
         rows.append(row)
