@@ -55,7 +55,7 @@ def plot_attention(atts, labels=None, layer: int = 0, title: str | None = None):
     if not 0 <= layer < len(atts):
         raise ValueError(f"layer must be in 0..{len(atts) - 1}, got {layer}")
     plt = _plt()
-    att = atts[layer][0].detach().float().cpu()
+    att = atts[layer][0].detach().float().cpu().numpy()
     heads, T = att.shape[0], att.shape[-1]
     fig, axes = plt.subplots(1, heads, figsize=(3.2 * heads, 3.4))
     axes = [axes] if heads == 1 else list(axes)
