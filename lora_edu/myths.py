@@ -98,8 +98,8 @@ def train_adapter(base: nn.Module, task, steps: int, r: int = 4, alpha: float | 
     model = copy.deepcopy(base)
     seed_everything(seed)
     add_lora(model, targets, r=r, alpha=alpha)
-    train(model, task, steps, lr=lr, seed=seed, progress=False)
-    return extract_adapter(model), evaluate(model, task, n_examples=n_examples)
+    hist = train(model, task, steps, lr=lr, seed=seed, progress=False, eval_examples=n_examples)
+    return extract_adapter(model), hist["accuracy"][-1]  # = evaluate(model, task, n_examples)
 
 
 def full_finetune(base: nn.Module, task, steps: int, lr: float = 1e-3, seed: int = 0, n_examples: int = 512):
@@ -109,10 +109,10 @@ def full_finetune(base: nn.Module, task, steps: int, lr: float = 1e-3, seed: int
     seed_everything(seed)
     for p in model.parameters():
         p.requires_grad_(True)
-    train(model, task, steps, lr=lr, seed=seed, progress=False)
+    hist = train(model, task, steps, lr=lr, seed=seed, progress=False, eval_examples=n_examples)
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.eval(), evaluate(model, task, n_examples=n_examples)
+    return model.eval(), hist["accuracy"][-1]
 
 
 def weight_deltas(before: nn.Module, after: nn.Module, names=None) -> dict[str, torch.Tensor]:
