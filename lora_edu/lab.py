@@ -64,6 +64,17 @@ class Run:
     def label(self) -> str:
         return f"#{self.id} {self.task} {_short(self.targets)} r={self.r} α={self.alpha:g} lr={self.lr:.0e}"
 
+    def effective_ranks(self, fraction: float = 0.9) -> dict[str, int]:
+        """{layer: number of singular directions of ΔW holding `fraction` of ‖ΔW‖_F²} (0 if ΔW is 0 or diverged)."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+        out = {}
+        for name, sv in self.spectra.items():
+            s2 = torch.tensor(sv, dtype=torch.float64) ** 2
+            total = float(s2.sum()) if s2.numel() else 0.0
+            out[name] = 0 if total == 0 else int((s2.cumsum(0) / total < fraction - 1e-12).sum()) + 1
+        return out
+
     def row(self) -> dict:
         return {
             "run": self.id, "task": self.task, "targets": _short(self.targets), "r": self.r,

@@ -62,6 +62,11 @@ def test_run_record(fresh):
     assert run.eval_accuracy[0] == le.evaluate(fresh.base_model(), "increment", fresh.eval_examples)
     assert sorted(run.spectra) == [f"blocks.{b}.attn.{m}_proj" for b in (0, 1) for m in ("q", "v")]
     assert all(len(s) == 64 and _rank(s) <= 2 for s in run.spectra.values())
+    eff = run.effective_ranks(0.9)
+    assert eff.keys() == run.spectra.keys() and all(1 <= k <= 2 for k in eff.values())
+    assert all(k == _rank(run.spectra[n]) for n, k in run.effective_ranks(1.0).items())
+    with pytest.raises(ValueError, match="fraction"):
+        run.effective_ranks(0)
     row = fresh.table_rows()[0]
     assert row["run"] == 1 and row["r"] == 2 and row["trainable"] == run.trainable and row["note"] == ""
     assert 0 <= row["final accuracy"] <= 1 and row["time (s)"] > 0
