@@ -12,7 +12,7 @@ Claims tested (paraphrased from a typical discussion thread):
    `cross_terms`, `merge_sweep`.
 4. "A LoRA bludgeons whole rows and columns by the same few deltas" — `delta_anatomy`.
 5. "A LoRA can't remove a bias in the base weights; stacking corrective LoRAs degrades quality" —
-   `biased_copy_task`, `make_biased_model`, `skew_report`, `bias_table`, `delta_cosine`.
+   `biased_copy_task`, `make_biased_model`, `skew_report`, `bias_table`, `correction_sweep`, `delta_cosine`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ __all__ = [
     "switch_drift",
     "combined_deltas", "apply_deltas", "cross_terms", "merge_sweep",
     "delta_anatomy",
-    "biased_copy_task", "make_biased_model", "skew_report", "bias_table", "delta_cosine",
+    "biased_copy_task", "make_biased_model", "skew_report", "bias_table", "correction_sweep", "delta_cosine",
     "verdict", "summary_markdown",
 ]
 
@@ -587,6 +587,30 @@ def bias_table(model: nn.Module, configs: dict, digits=(3, 5), to: int = 7, n_ex
                      **skew_report(work, digits, to, n_examples)})
         for n, w in saved.items():
             work.get_submodule(n).weight.copy_(w)
+    return rows
+
+
+@torch.no_grad()
+def correction_sweep(model: nn.Module, adapter: Adapter, weights=(0.0, 0.5, 1.0, 1.5, 2.0), digits=(3, 5),
+                     to: int = 7, n_examples: int = 512) -> list[dict]:
+    """Merge `adapter` at each weight w (W0 + w·sBA) into a copy of `model`; one skew_report row per weight.
+    w = 0 is the model itself, w = 1 the adapter as trained, w > 1 over-applies it (like stacking it twice at 2)."""
+    _check_plain(model, "model")
+    (adapter,) = _adapter_list(adapter, "adapter")
+    weights = list(weights)
+    if not weights or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+                              for w in weights):
+        raise ValueError(f"weights must be a non-empty list of finite numbers, got {weights!r}")
+    _check_digits(digits, to)
+    _pos_int(n_examples, "n_examples")
+    work = copy.deepcopy(model).eval()
+    saved = {n: work.get_submodule(n).weight.detach().clone() for n in adapter.tensors}
+    rows = []
+    for w in weights:
+        merge_adapter(work, adapter, weight=float(w))
+        rows.append({"weight": float(w), **skew_report(work, digits, to, n_examples)})
+        for n, t in saved.items():
+            work.get_submodule(n).weight.copy_(t)
     return rows
 
 

@@ -11,7 +11,7 @@ import math
 import torch
 
 __all__ = ["plot_merged_vs_unmerged", "plot_shift", "plot_drift", "plot_merge_sweep", "plot_spectra",
-           "plot_delta_images", "plot_bias", "METHOD_STYLE"]
+           "plot_delta_images", "plot_bias", "plot_correction_sweep", "METHOD_STYLE"]
 
 METHOD_STYLE = {
     "sum": ("tab:red", "o", "exact sum Σ sᵢBᵢAᵢ (PEFT 'cat')"),
@@ -218,5 +218,21 @@ def plot_bias(rows: list[dict], title: str = "Claim 5: a toy bias, corrected by 
     ax.set_xticks(x, [r["config"] for r in rows], fontsize=8, rotation=15)
     ax.set_ylim(0, 1.3)
     ax.legend(fontsize=7, loc="upper center", ncol=3)
+    ax.set_title(title)
+    return fig
+
+
+def plot_correction_sweep(rows: list[dict], title: str = "Claim 5: how much correction? W_biased + w·ΔW_fix"):
+    """Skew and quality against the weight w of a corrective LoRA (0 = the biased model, 1 = as trained)."""
+    fig, ax = _figure(1, width=5.5, height=3.6)
+    ws = [r["weight"] for r in rows]
+    ax.plot(ws, [r["skew"] for r in rows], "o-", color="tab:red", label="skew")
+    ax.plot(ws, [r["quality"] for r in rows], "s-", color="tab:blue", label="quality: copy accuracy")
+    ax.plot(ws, [r["quality_other"] for r in rows], "^--", color="tab:cyan", label="copy accuracy, unbiased digits")
+    ax.axvline(1.0, color="k", ls=":", lw=0.8)
+    ax.text(1.02, 0.5, "as trained", fontsize=8)
+    ax.set_xlabel("weight w of the corrective LoRA")
+    ax.set_ylim(-0.02, 1.05)
+    ax.legend(fontsize=8)
     ax.set_title(title)
     return fig

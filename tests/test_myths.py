@@ -324,3 +324,19 @@ def test_train_helpers_leave_base_untouched(pretrained):
         lora = copy.deepcopy(pretrained)
         le.add_lora(lora)
         myths.train_adapter(lora, "increment", 1)
+
+
+def test_correction_sweep_endpoints(pretrained):
+    biased = myths.make_biased_model(pretrained, steps=40, lr=3e-3)
+    fix, _ = myths.train_adapter(biased, "copy", 40, n_examples=32)
+    w = weights(biased)
+    rows = myths.correction_sweep(biased, fix, weights=(0.0, 1.0), n_examples=64)
+    assert same(weights(biased), w)
+    assert [r["weight"] for r in rows] == [0.0, 1.0]
+    assert rows[0]["skew"] == myths.skew_report(biased, n_examples=64)["skew"]  # w = 0 is the biased model
+    assert rows[1]["skew"] < rows[0]["skew"]
+    with pytest.raises(ValueError, match="weights"):
+        myths.correction_sweep(biased, fix, weights=[float("nan")])
+    with pytest.raises(ValueError, match="weights"):
+        myths.correction_sweep(biased, fix, weights=[])
+    assert plots_myths.plot_correction_sweep(rows).axes
