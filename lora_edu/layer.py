@@ -151,7 +151,11 @@ class LoRALinear(nn.Module):
         h = F.linear(x2, base.weight, base.bias)
         drop = self.dropout
         z = F.linear(x2 if isinstance(drop, nn.Identity) else drop(x2), self.A)  # (tokens, r)
-        out = torch.addmm(h, z, self.B.t(), alpha=self.scaling)
+        B = self.B
+        if h.dtype == B.dtype:  # in place: an out-of-place addmm would first copy h into a new tensor
+            out = h.addmm_(z, B.t(), alpha=self.scaling)
+        else:  # under autocast h is bf16/fp16 while B is float32: let autocast choose the dtype
+            out = torch.addmm(h, z, B.t(), alpha=self.scaling)
         return out.view(*lead, out.shape[-1])
 
     @torch.no_grad()

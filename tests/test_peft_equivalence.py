@@ -260,3 +260,32 @@ def test_large_but_finite_float64_delta_still_merges():
     L.merge()
     assert L.merged and torch.isfinite(L.weight).all()
     assert L.weight.abs().max() > 1e19
+
+
+def test_autocast_forward_and_gradients():
+    """Under autocast (float32 weights, bf16 compute) the forward still works and matches the formula."""
+    L = _layer(dtype=torch.float32)
+    x = torch.randn(2, 3, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = L(x)
+    assert y.dtype == torch.bfloat16
+    ref = _reference(L, x)
+    torch.testing.assert_close(y.float(), ref, atol=0.05 * ref.abs().max().item(), rtol=0)
+    y.float().square().sum().backward()
+    assert L.A.grad is not None and L.B.grad is not None and x.grad is not None
+    assert L.A.grad.dtype == L.B.grad.dtype == torch.float32
+
+
+def test_layer_used_twice_and_input_reused():
+    """The in-place fused add only touches the layer's own output: x survives, shared use accumulates grads."""
+    L = _layer()
+    x = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
+    x_before = x.detach().clone()
+    y = L(x) + L(2 * x)
+    assert torch.equal(x.detach(), x_before)
+    ref = _reference(L, x) + _reference(L, 2 * x)
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    got = torch.autograd.grad(y.sum(), (x, L.A, L.B))
+    want = torch.autograd.grad(ref.sum(), (x, L.A, L.B))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
