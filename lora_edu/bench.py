@@ -641,6 +641,8 @@ def run(device=None, quick: bool = False, configs=None, cuda_graphs: bool = Fals
             "date": datetime.date.today().isoformat()}
     log(f"lora_edu.bench on {meta['device_name']} ({device.type}), torch {meta['torch']}, "
         f"peft {meta['peft']}, threads {meta['threads']}{', quick' if quick else ''}")
+    if device.type == "cpu" and torch.get_num_threads() > 1:
+        log("(on a busy or shared CPU, --threads 1 gives steadier ratios)")
     rows = []
     for cfg in all_cfgs:
         log(f"[{cfg.name}] d={cfg.d} × {cfg.layers} layers, {cfg.dtype}, {cfg.tokens} tokens")
