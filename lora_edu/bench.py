@@ -860,6 +860,8 @@ def main(argv=None) -> int:
         print(format_markdown(rows))
     print(f"\n{len(rows)} configurations in {time.perf_counter() - t0:.0f} s. Latency ratios are medians of "
           "per-round ratios; absolute times hold only for this device and load.")
+    if args.quick:
+        print("--quick is a smoke run: small sizes, few repeats, noisy ratios; run without it to measure.")
     for path in ([args.json_path] if args.json_path else []) + ([default_results_path(rows)] if args.save else []):
         print(f"wrote {write_jsonl(rows, path)}")
     return 0
