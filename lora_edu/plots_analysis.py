@@ -168,7 +168,7 @@ def lab_spectra_figure(spectra: list[dict], max_panels: int = 12):
                 continue
             sv = np.asarray(sv, dtype=float)
             sv = np.where(sv > ZERO_TOL * np.nanmax(sv), sv, np.nan)
-            ax.semilogy(np.arange(1, sv.size + 1), sv, marker=".", ms=3, lw=1, color=color, label=s["label"])
+            ax.semilogy(np.arange(1, sv.size + 1), sv, marker="o", ms=2.5, lw=1, color=color, label=s["label"])
         ax.set_title(name.replace("blocks.", "block ").replace(".attn.", " ").replace(".mlp.", " "), fontsize=9)
         ax.set_xlabel("i", fontsize=8)
         ax.tick_params(labelsize=7)

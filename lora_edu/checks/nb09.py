@@ -85,7 +85,8 @@ def ex3(answer, lab) -> bool:
             best[run.r] = run.accuracy
     missing = [r for r in EX3_CANDIDATES if r not in best]
     if answer is None and not best:
-        return not_answered(f"train one run per r in {EX3_CANDIDATES} with lab.run_training(r=r, **EX3_SETTINGS).")
+        return not_answered(f"train one run per r in {EX3_CANDIDATES}: "
+                            "lab.run_training(r=r, **checks.nb09.EX3_SETTINGS).")
     reached = [r for r in EX3_CANDIDATES if r in best and best[r] >= EX3_THRESHOLD]
     smallest = reached[0] if reached else None
     if answer is not None and answer not in EX3_CANDIDATES:
