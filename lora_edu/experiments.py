@@ -375,11 +375,12 @@ def compare_targets(task="reverse", steps: int = 300, budget_rank: int = 8, alph
 
 
 def rank_sweep(task="reverse", ranks=PAPER_RANKS, target_sets=(("q_proj",), ("q_proj", "v_proj")),
-               steps: int = 300, alpha: float = 8, lr: float = 1e-2, seed: int = 0, device=None,
+               steps: int = 300, alpha: float = 8, lr: float = 1e-2, seeds=(0,), device=None,
                progress: bool = True, eval_examples: int = 512) -> list[dict]:
     """Table 6 analogue: accuracy for each rank and target set (alpha fixed, as the paper did).
 
-    Each row: targets, r, trainable, accuracy, final_loss, and the paper's numbers for that cell if any.
+    Every cell is trained once per seed in `seeds`. Each row: targets, r, trainable, accuracy (mean over
+    seeds), acc_min, acc_max, accuracies (one per seed), and the paper's numbers for that cell if any.
     """
     ranks = tuple(ranks)
     if not ranks:
@@ -389,20 +390,29 @@ def rank_sweep(task="reverse", ranks=PAPER_RANKS, target_sets=(("q_proj",), ("q_
     target_sets = [_targets_tuple(t) for t in target_sets]
     if not target_sets:
         raise ValueError("target_sets must not be empty")
+    if isinstance(seeds, int):
+        seeds = (seeds,)
+    seeds = tuple(seeds)
+    if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
+        raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
     rows = []
-    bar = _bar(len(ranks) * len(target_sets), "Table 6 configs", progress)
+    bar = _bar(len(ranks) * len(target_sets) * len(seeds), "Table 6 runs", progress)
     for targets in target_sets:
         for r in ranks:
-            _, row = finetune(task, "lora", targets, r, alpha, steps, lr, seed, device=device,
-                              progress=False, measure=False, eval_examples=eval_examples)
-            out = {k: row[k] for k in ("targets", "r", "trainable", "accuracy", "final_loss")}
+            accs = []
+            for seed in seeds:
+                _, row = finetune(task, "lora", targets, r, alpha, steps, lr, seed, device=device,
+                                  progress=False, measure=False, eval_examples=eval_examples)
+                accs.append(row["accuracy"])
+                if bar is not None:
+                    bar.update(1)
+            out = {"targets": targets, "r": r, "trainable": row["trainable"], "accuracy": sum(accs) / len(accs),
+                   "acc_min": min(accs), "acc_max": max(accs), "accuracies": accs}
             paper = PAPER_TABLE6.get(targets)
             if paper is not None and r in PAPER_RANKS:
                 i = PAPER_RANKS.index(r)
                 out |= {"paper_WikiSQL": paper["WikiSQL"][i], "paper_MultiNLI": paper["MultiNLI"][i]}
             rows.append(out)
-            if bar is not None:
-                bar.update(1)
     if bar is not None:
         bar.close()
     return rows
@@ -796,7 +806,7 @@ def format_table(rows: list[dict], columns=None, headers=None) -> str:
     if not isinstance(rows, list) or not rows:
         raise ValueError("rows must be a non-empty list of dicts")
     if columns is None:
-        columns = [k for k, v in rows[0].items() if not isinstance(v, dict)]
+        columns = [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]
     headers = list(columns) if headers is None else list(headers)
     if len(headers) != len(columns):
         raise ValueError(f"headers has {len(headers)} names for {len(columns)} columns")

@@ -154,7 +154,7 @@ def plot_target_budget(results, title: str = "Same parameter budget, different w
         raise ValueError("results must hold at least one non-empty list of rows")
     plt = _plt()
     rows = next(iter(results.values()))
-    labels = [f"{_short(r['targets'])}\nr={r['r']}" for r in rows]
+    labels = [f"{'all four' if len(r['targets']) == 4 else _short(r['targets'])}\nr={r['r']}" for r in rows]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
     w = 0.8 / len(results)
     for j, (task, rs) in enumerate(results.items()):
@@ -171,8 +171,8 @@ def plot_target_budget(results, title: str = "Same parameter budget, different w
         w = 0.4
         a2.bar([x - w / 2 for x in xs], [rows[x]["paper_WikiSQL"] for x in xs], w, label="WikiSQL")
         a2.bar([x + w / 2 for x in xs], [rows[x]["paper_MultiNLI"] for x in xs], w, label="MultiNLI")
-        a2.set_ylim(65, 95)
-        a2.legend(fontsize=8)
+        a2.set_ylim(65, 100)
+        a2.legend(fontsize=8, loc="upper center", ncol=2)
     a2.set_ylabel("accuracy (%)")
     a2.set_title("paper, GPT-3 175B (18M parameters each)", fontsize=10)
     for ax in (a1, a2):
@@ -195,7 +195,12 @@ def plot_rank_sweep(rows: list[dict], title: str = "Accuracy versus rank r (Tabl
         groups.setdefault(tuple(r["targets"]), []).append(r)
     for t, rs in groups.items():
         rs = sorted(rs, key=lambda x: x["r"])
-        a1.plot([x["r"] for x in rs], [x["accuracy"] for x in rs], "o-", label=_short(t))
+        xs, ys = [x["r"] for x in rs], [x["accuracy"] for x in rs]
+        if all("acc_min" in x for x in rs):
+            err = [[y - x["acc_min"] for x, y in zip(rs, ys)], [x["acc_max"] - y for x, y in zip(rs, ys)]]
+            a1.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=f"{_short(t)} (mean, min–max over seeds)")
+        else:
+            a1.plot(xs, ys, "o-", label=_short(t))
         paper = [x for x in rs if "paper_WikiSQL" in x]
         if paper:
             a2.plot([x["r"] for x in paper], [x["paper_WikiSQL"] for x in paper], "o-", label=_short(t))

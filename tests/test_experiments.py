@@ -184,10 +184,21 @@ def test_compare_targets_rows(base):
 
 
 def test_rank_sweep_rows(base):
-    rows = ex.rank_sweep("increment", ranks=(1, 3), target_sets=(("q_proj",),), steps=2, progress=False)
+    rows = ex.rank_sweep("increment", ranks=(1, 3), target_sets=(("q_proj",),), steps=2, progress=False,
+                         eval_examples=32)
     assert [(r["targets"], r["r"], r["trainable"]) for r in rows] == [(("q_proj",), 1, 256), (("q_proj",), 3, 768)]
     assert rows[0]["paper_WikiSQL"] == 68.8 and "paper_WikiSQL" not in rows[1]
-    for kw in ({"ranks": ()}, {"ranks": (0,)}, {"target_sets": ()}, {"ranks": (100,)}):
+    assert rows[0]["acc_min"] == rows[0]["acc_max"] == rows[0]["accuracy"]
+    two = ex.rank_sweep("reverse", ranks=(2,), target_sets=(("q_proj",),), steps=3, seeds=(0, 1), progress=False,
+                        eval_examples=32)[0]
+    assert len(two["accuracies"]) == 2
+    assert two["acc_min"] <= two["accuracy"] <= two["acc_max"]
+    assert two["accuracy"] == pytest.approx(sum(two["accuracies"]) / 2)
+    _, single = ex.finetune("reverse", "lora", ("q_proj",), 2, 8, 3, seed=1, model=base, progress=False,
+                            measure=False, eval_examples=32)
+    assert two["accuracies"][1] == single["accuracy"]
+    for kw in ({"ranks": ()}, {"ranks": (0,)}, {"target_sets": ()}, {"ranks": (100,)}, {"seeds": ()},
+               {"seeds": (0.5,)}):
         with pytest.raises(ValueError):
             ex.rank_sweep(**({"steps": 1, "progress": False} | kw))
 
