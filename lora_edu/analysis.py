@@ -9,6 +9,7 @@ The figures for these numbers live in `lora_edu.plots_analysis`.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "PAPER_TABLE7",
     "PAPER_WQ_NORM",
     "ATTENTION_MATRICES",
+    "cpu_threads",
 ]
 
 ATTENTION_MATRICES = ("q", "k", "v", "o")
@@ -76,6 +78,26 @@ class TrainedAdapter:
         return layer
 
 
+@contextmanager
+def cpu_threads(n: int | None, device):
+    """Run the block with `n` torch intra-op threads when `device` is the CPU (None: leave torch's setting).
+
+    The toy model's matrices are 64×64: a second thread buys little, and on a shared or oversubscribed CPU two
+    OpenMP threads spin-wait on each other (measured here: one default lab run 5 s with 1 thread, 30–60 s with 2).
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"threads must be a positive int or None, got {n!r}")
+    if n is None or torch.device(device).type != "cpu":
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def layer_name(block: int = 1, matrix: str = "q", n_layer: int = 2) -> str:
     """'blocks.{block}.attn.{matrix}_proj', checked: layer_name(1, 'v') → 'blocks.1.attn.v_proj'."""
     if isinstance(block, bool) or not isinstance(block, int):
@@ -98,11 +120,12 @@ def _check_int(v, name: str, lo: int) -> int:
 
 def train_adapter(task="increment", r: int = 8, seed: int = 0, targets=("q_proj", "v_proj"),
                   alpha: float | None = None, lr: float = 1e-2, steps: int = 300, batch_size: int = 64,
-                  device=None, progress: bool = False) -> TrainedAdapter:
+                  device=None, progress: bool = False, threads: int | None = 1) -> TrainedAdapter:
     """Fine-tune a fresh copy of the pretrained toy model with LoRA and keep the result as a TrainedAdapter.
 
     `seed` fixes both the random init of A and the order of the training data, so two seeds give two
-    independent runs (the paper's Figure 4). alpha=None means α = r (scaling 1).
+    independent runs (the paper's Figure 4). alpha=None means α = r (scaling 1). On the CPU the run uses
+    `threads` intra-op threads (see `cpu_threads`; None keeps torch's setting).
     """
     task = get_task(task)
     _check_int(r, "r", 1)
@@ -111,7 +134,8 @@ def train_adapter(task="increment", r: int = 8, seed: int = 0, targets=("q_proj"
     seed_everything(seed)
     model = load_pretrained(get_device(device))
     add_lora(model, targets, r=r, alpha=alpha)  # validates targets, r, alpha before touching the model
-    hist = train(model, task, steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress)
+    with cpu_threads(threads, model.lm_head.weight.device):
+        hist = train(model, task, steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress)
     A, B, delta, W0 = {}, {}, {}, {}
     for name, layer in lora_layers(model).items():
         A[name] = layer.A.detach().float().cpu().clone()

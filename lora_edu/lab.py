@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .analysis import cpu_threads
 from .inject import add_lora, count_parameters, linear_names, lora_layers
 from .lowrank import lora_param_count, singular_values
 from .pretrained import load_pretrained
@@ -88,16 +89,20 @@ class RankLab:
     """State of the rank lab: every run kept in `runs`; callbacks `run_training`, `on_train`, `clear`.
 
     Each run starts from the same pretrained model with the same seed, so runs differ only in the
-    settings you changed.
+    settings you changed. On the CPU, runs use `threads` torch threads (None: torch's setting; see
+    `analysis.cpu_threads` for why 1 is the default).
     """
 
     def __init__(self, device=None, seed: int = 0, batch_size: int = 64, eval_examples: int = 256,
-                 n_evals: int = 10):
+                 n_evals: int = 10, threads: int | None = 1):
         for name, v, lo in (("seed", seed, 0), ("batch_size", batch_size, 1), ("eval_examples", eval_examples, 1),
                             ("n_evals", n_evals, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an int ≥ {lo}, got {v!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         self.device = get_device(device)
+        self.threads = threads
         self.seed = seed
         self.batch_size = batch_size
         self.eval_examples = eval_examples
@@ -184,6 +189,10 @@ class RankLab:
         cfg = self.validate(task, targets, r, alpha, lr, steps)
         if progress is not None and not callable(progress):
             raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+        with cpu_threads(self.threads, self.device):
+            return self._run(cfg, progress)
+
+    def _run(self, cfg: dict, progress) -> Run:
         task, steps = cfg["task"], cfg["steps"]
         if task not in self._base_accuracy:  # LoRA starts at ΔW = 0: step 0 is the pretrained model
             self._base_accuracy[task] = evaluate(self.base_model(), task, self.eval_examples)

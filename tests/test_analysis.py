@@ -150,3 +150,17 @@ def test_figures(adapters):
     assert int((~torch.tensor(xs).isnan()).sum()) <= 4  # rank ≤ r: the round-off values are not drawn
     with pytest.raises(ValueError, match="grids"):
         pa.similarity_heatmaps({})
+
+
+def test_cpu_threads_sets_and_restores():
+    before = torch.get_num_threads()
+    with an.cpu_threads(2, "cpu"):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with an.cpu_threads(None, "cpu"):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), an.cpu_threads(3, "cpu"):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"), an.cpu_threads(0, "cpu"):
+        pass

@@ -224,6 +224,8 @@ def test_constructor_rejects_bad_settings():
         L.RankLab(n_evals=0)
     with pytest.raises(ValueError, match="seed"):
         L.RankLab(seed=-1)
+    with pytest.raises(ValueError, match="threads"):
+        L.RankLab(threads=0)
 
 
 def test_ui_wiring(fresh):
