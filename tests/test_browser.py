@@ -76,7 +76,7 @@ def lab():
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, LORA_EDU_FAST="1", JUPYTERLAB_SETTINGS_DIR=str(work / ".settings"),
+    env = dict(os.environ, LORA_EDU_FAST="1", OMP_NUM_THREADS="1", JUPYTERLAB_SETTINGS_DIR=str(work / ".settings"),
                JUPYTER_RUNTIME_DIR=str(work / ".runtime"))
     bin_dir = Path(sys.executable).parent
     cmd = [str(bin_dir / "jupyter"), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
