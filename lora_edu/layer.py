@@ -138,7 +138,10 @@ class LoRALinear(nn.Module):
         if W.dtype == work:
             W.addmm_(B, A, alpha=sign * self.scaling)
         else:
-            W.copy_(W.to(work).addmm_(B, A, alpha=sign * self.scaling))
+            new = W.to(work).addmm_(B, A, alpha=sign * self.scaling).to(W.dtype)
+            if not torch.isfinite(new).all():  # e.g. float16 overflows at 65504 although ΔW itself is finite
+                raise ValueError(f"refusing to merge: W ± ΔW overflows {W.dtype} (weights untouched)")
+            W.copy_(new)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base
@@ -171,10 +174,9 @@ class LoRALinear(nn.Module):
             raise TypeError(f"keep_original must be a bool, got {type(keep_original).__name__}")
         if not self._delta_is_finite():
             raise ValueError("refusing to merge: ΔW = scaling·B@A contains NaN or inf (weights untouched)")
-        W = self.base.weight
-        if keep_original:
-            self._W0 = W.detach().clone()
+        original = self.base.weight.detach().clone() if keep_original else None
         self._add_delta_(+1.0)
+        self._W0 = original
         self._merged = True
         self._merged_versions = (self.A._version, self.B._version)
 

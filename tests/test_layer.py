@@ -317,3 +317,20 @@ def test_wrapping_a_lora_layer_is_refused(linear, snapshot):
     with pytest.raises(TypeError, match="base must be a torch.nn.Linear"):
         le.LoRALinear(layer, r=2)
     snap.assert_unchanged(layer)
+
+
+def test_merge_refuses_float16_overflow_and_leaves_weights_untouched():
+    """ΔW is finite, but W0 + ΔW overflows float16 (max 65504): refused, weights and state untouched."""
+    lin = nn.Linear(8, 8).half()
+    with torch.no_grad():
+        lin.weight.fill_(60000.0)
+    layer = LoRALinear(lin, 2)
+    with torch.no_grad():
+        layer.A.fill_(100.0)
+        layer.B.fill_(100.0)
+    before = lin.weight.clone()
+    for keep in (False, True):
+        with pytest.raises(ValueError, match="overflows"):
+            layer.merge(keep_original=keep)
+        assert torch.equal(lin.weight, before)
+        assert not layer.merged and layer._W0 is None
