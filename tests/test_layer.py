@@ -324,7 +324,7 @@ def test_merge_refuses_float16_overflow_and_leaves_weights_untouched():
     lin = nn.Linear(8, 8).half()
     with torch.no_grad():
         lin.weight.fill_(60000.0)
-    layer = LoRALinear(lin, 2)
+    layer = le.LoRALinear(lin, 2)
     with torch.no_grad():
         layer.A.fill_(100.0)
         layer.B.fill_(100.0)
