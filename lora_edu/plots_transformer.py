@@ -204,8 +204,12 @@ def plot_rank_sweep(rows: list[dict], title: str = "Accuracy versus rank r (Tabl
         paper = [x for x in rs if "paper_WikiSQL" in x]
         if paper:
             a2.plot([x["r"] for x in paper], [x["paper_WikiSQL"] for x in paper], "o-", label=_short(t))
+    ranks = sorted({r["r"] for r in rows})
     for ax in (a1, a2):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(ranks)
+        ax.set_xticklabels([str(r) for r in ranks])
+        ax.minorticks_off()
         ax.set_xlabel("rank r")
         ax.legend(fontsize=8)
     a1.set_ylabel("token accuracy (toy)")
