@@ -137,7 +137,7 @@ def lab_curves_figure(curves: list[dict]):
     ax_acc.set_ylabel("token accuracy (held out)")
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.set_title("accuracy", fontsize=10)
-    ax_acc.legend(fontsize=7, loc="lower right")
+    ax_acc.legend(fontsize=7, loc="best")
     return fig
 
 
