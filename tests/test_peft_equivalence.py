@@ -289,3 +289,49 @@ def test_layer_used_twice_and_input_reused():
     want = torch.autograd.grad(ref.sum(), (x, L.A, L.B))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+# ---- kernel counts (structure, not timing): what makes the fast paths fast ----------------------------------
+_SHAPE_OPS = {"view", "t", "transpose", "_unsafe_view", "reshape", "expand", "detach", "alias", "unsqueeze",
+              "squeeze", "promote_types", "lift_fresh"}
+
+
+def _aten_ops(fn) -> list[str]:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Record() as rec:
+        fn()
+    return rec.ops
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (2, 3, 16)])
+def test_merged_forward_dispatches_exactly_what_nn_linear_does(shape):
+    L = _layer(dtype=torch.float32)
+    plain = nn.Linear(16, 12)
+    x = torch.randn(*shape)
+    L.merge()
+    assert _aten_ops(lambda: L(x)) == _aten_ops(lambda: plain(x))
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (2, 3, 16)])
+def test_unmerged_forward_is_three_matmuls_and_nothing_else(shape):
+    L = _layer(dtype=torch.float32)
+    x = torch.randn(*shape)
+    compute = [op for op in _aten_ops(lambda: L(x)) if op not in _SHAPE_OPS]
+    assert compute == ["addmm", "mm", "addmm_"]  # x·W0ᵀ + b, x·Aᵀ, then h += s·z·Bᵀ in place: no mul, no add
+
+
+def test_float32_unmerge_is_one_fused_addmm():
+    L = _layer(dtype=torch.float32)
+    L.merge()
+    compute = [op for op in _aten_ops(L.unmerge) if op not in _SHAPE_OPS]
+    assert compute == ["addmm_"]
