@@ -359,6 +359,8 @@ def rank_lab_ui(lab: RankLab | None = None, device=None, **defaults):
         bar.max, bar.value, bar.bar_style = steps.value, 0, "info"
         try:
             msg = lab.on_train(task.value, chosen_targets(), r.value, alpha.value, lr.value, steps.value, progress)
+        except Exception as e:  # noqa: BLE001 — a widget shows a message, never a traceback (e.g. out of memory)
+            msg = f"⚠️ training stopped: {type(e).__name__}: {e}"
         finally:
             train_btn.disabled = clear_btn.disabled = False
         bar.bar_style = "warning" if msg.startswith("⚠️") or "diverged" in msg else "success"
