@@ -252,3 +252,17 @@ def test_ui_wiring(fresh):
     assert fresh.runs == [] and "Cleared 1 run" in c["status"].value and "No runs yet" in c["table"].value
     with pytest.raises(TypeError, match="settings"):
         L.rank_lab_ui(fresh, rank=3)
+
+
+def test_ui_shows_unexpected_errors_as_a_message(fresh, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    ui = L.rank_lab_ui(fresh, steps=L.STEPS_RANGE[0])
+
+    def boom(*a, **k):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(fresh, "on_train", boom)
+    ui.controls["train"].click()
+    status = ui.controls["status"].value
+    assert "training stopped" in status and "RuntimeError" in status and not ui.controls["train"].disabled
+    assert ui.controls["progress"].bar_style == "warning"
