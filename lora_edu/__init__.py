@@ -27,6 +27,7 @@ from .lowrank import (
     lora_param_count,
     low_rank_approx,
     numerical_rank,
+    projection_norm,
     relative_error,
     singular_values,
     subspace_similarity,
@@ -46,7 +47,7 @@ __all__ = [
     "eckart_young_error", "energy", "evaluate", "extract_adapter", "fast_mode", "generate",
     "get_device", "get_task", "linear_names", "load_adapter", "load_pretrained", "low_rank_approx",
     "lora_layers", "lora_param_count", "lora_state_dict", "lowrank", "mark_only_lora_trainable",
-    "merge_adapter", "merge_lora", "numerical_rank", "pick", "pretrained_info", "relative_error",
+    "merge_adapter", "merge_lora", "numerical_rank", "pick", "pretrained_info", "projection_norm", "relative_error",
     "remove_lora", "seed_everything", "singular_values", "subspace_similarity",
     "subspace_similarity_grid", "train", "unmerge_adapter", "unmerge_lora",
 ]
