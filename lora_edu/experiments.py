@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .adapters import Adapter, extract_adapter, load_adapter, merge_adapter, unmerge_adapter
-from .inject import add_lora, count_parameters, lora_layers, remove_lora
+from .inject import _normalize_targets, add_lora, count_parameters, lora_layers, remove_lora
 from .pretrained import load_pretrained
 from .runtime import get_device, seed_everything
 from .tasks import DOWNSTREAM_TASKS, get_task
@@ -92,16 +92,7 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _targets_tuple(targets) -> tuple[str, ...]:
-    if isinstance(targets, str):
-        targets = (targets,)
-    try:
-        targets = tuple(targets)
-    except TypeError as e:
-        raise TypeError(f"targets must be a string or a sequence of strings, got {targets!r}") from e
-    if not targets or not all(isinstance(t, str) and t for t in targets):
-        raise ValueError(f"targets must be a non-empty sequence of names, got {targets!r}")
-    return targets
+_targets_tuple = _normalize_targets
 
 
 # ---------------------------------------------------------------------------------------------

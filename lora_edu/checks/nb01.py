@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from ._base import fail, not_answered, ok
+from ._base import as_number, fail, not_answered, ok, svals
 
 __all__ = ["ex1", "ex2", "ex3"]
 
 
-def _number(answer):
-    if isinstance(answer, bool):
-        return None
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    try:
-        v = float(answer)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
-def _svals(W) -> torch.Tensor:
-    return torch.linalg.svdvals(torch.as_tensor(W).detach().to("cpu", torch.float64))
 
 
 def ex1(answer, W, target: float = 0.9) -> bool:
@@ -32,17 +18,17 @@ def ex1(answer, W, target: float = 0.9) -> bool:
     if answer is None:
         return not_answered("accumulate σᵢ² from the largest down until the running sum reaches "
                             f"{target:.0%} of the total.")
-    s2 = _svals(W) ** 2
+    s2 = svals(W) ** 2
     frac = (s2.cumsum(0) / s2.sum()).tolist()
     truth = next(i + 1 for i, f in enumerate(frac) if f >= target - 1e-12)
-    v = _number(answer)
+    v = as_number(answer)
     if v is None or v != int(v):
         return fail(f"the answer should be a whole number r, got {answer!r}.")
     r = int(v)
     if r == truth:
         return ok(f"r = {r} keeps {frac[r - 1]:.1%} of the energy; r = {r - 1} would keep only "
                   f"{(frac[r - 2] if r > 1 else 0.0):.1%}.")
-    s = _svals(W)
+    s = svals(W)
     frac_plain = (s.cumsum(0) / s.sum()).tolist()
     plain = next(i + 1 for i, f in enumerate(frac_plain) if f >= target - 1e-12)
     if r == plain:
@@ -62,9 +48,9 @@ def ex2(answer, W, r: int = 8) -> bool:
     """‖W − W_r‖_F for the best rank-r approximation, predicted from the singular values alone."""
     if answer is None:
         return not_answered("Eckart–Young: the error is the square root of the sum of the *dropped* σᵢ².")
-    s = _svals(W)
+    s = svals(W)
     truth = float(s[r:].pow(2).sum().sqrt())
-    v = _number(answer)
+    v = as_number(answer)
     if v is None:
         return fail(f"the answer should be one number, got {answer!r}.")
     close = lambda x: math.isclose(v, x, rel_tol=1e-4, abs_tol=1e-8)  # noqa: E731
@@ -87,7 +73,7 @@ def ex3(answer, d: int = 12288, k: int = 12288, r: int = 4) -> bool:
     """Trainable numbers of a rank-r LoRA update of one d×k matrix: r·(d + k)."""
     if answer is None:
         return not_answered("B is d×r and A is r×k; count both.")
-    v = _number(answer)
+    v = as_number(answer)
     truth = r * (d + k)
     if v is None:
         return fail(f"the answer should be one whole number, got {answer!r}.")

@@ -6,47 +6,25 @@ import math
 
 import torch
 
-from ._base import fail, not_answered, ok
+from ._base import as_int, as_number, fail, not_answered, ok, svals
 
 __all__ = ["ex1", "ex2", "ex3"]
 
 
-def _int(answer):
-    if isinstance(answer, bool):
-        return None
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    try:
-        v = float(answer)
-    except (TypeError, ValueError):
-        return None
-    return int(v) if math.isfinite(v) and v == int(v) else None
 
 
-def _float(answer):
-    if isinstance(answer, bool):
-        return None
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    try:
-        v = float(answer)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
-def _s(T):
-    return torch.linalg.svdvals(torch.as_tensor(T).detach().to("cpu", torch.float64))
 
 
 def ex1(answer, target) -> bool:
     """Smallest LoRA rank r that can represent `target` exactly: its rank."""
     if answer is None:
         return not_answered("B·A has rank at most r, so r must be at least rank(ΔW*). Count the nonzero σᵢ.")
-    s = _s(target)
+    s = svals(target)
     tol = max(target.shape) * torch.finfo(torch.float32).eps * float(s[0])
     truth = int((s > tol).sum())
-    v = _int(answer)
+    v = as_int(answer)
     if v is None:
         return fail(f"the answer should be a whole number, got {answer!r}.")
     if v == truth:
@@ -63,9 +41,9 @@ def ex2(answer, target, r: int = 3) -> bool:
     """Predicted best relative squared error ‖ΔW − ΔW*‖²/‖ΔW*‖² of LoRA at rank r (Eckart–Young)."""
     if answer is None:
         return not_answered("(sum of the dropped σᵢ²) / (sum of all σᵢ²).")
-    s2 = _s(target) ** 2
+    s2 = svals(target) ** 2
     truth = float(s2[r:].sum() / s2.sum())
-    v = _float(answer)
+    v = as_number(answer)
     if v is None:
         return fail(f"the answer should be one number, got {answer!r}.")
     close = lambda x: math.isclose(v, x, rel_tol=1e-3, abs_tol=1e-9)  # noqa: E731
@@ -75,7 +53,7 @@ def ex2(answer, target, r: int = 3) -> bool:
         return fail("that is the energy LoRA *captures*; the error is the part it drops: 1 − energy.")
     if close(math.sqrt(truth)):
         return fail("that is the relative error in the Frobenius norm itself; the question asks for its square.")
-    s = _s(target)
+    s = svals(target)
     if close(float(s[r:].sum() / s.sum())):
         return fail("square the singular values first: energies are σᵢ², not σᵢ.")
     if close(float(s2[r - 1:].sum() / s2.sum())) or close(float(s2[r + 1:].sum() / s2.sum())):
@@ -88,7 +66,7 @@ def ex3(answer, d: int = 64, k: int = 64) -> bool:
     if answer is None:
         return not_answered("solve r·(d + k) ≥ d·k for the smallest whole r.")
     truth = math.ceil(d * k / (d + k))
-    v = _int(answer)
+    v = as_int(answer)
     if v is None:
         return fail(f"the answer should be a whole number, got {answer!r}.")
     if v == truth:

@@ -5,26 +5,18 @@ from __future__ import annotations
 import torch
 
 from ..model import ToyConfig
-from ._base import fail, not_answered, ok
+from ._base import as_int, fail, not_answered, ok
 
 __all__ = ["ex1", "ex2", "ex3"]
 
 
-def _as_int(answer):
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    if isinstance(answer, bool):
-        return None
-    if isinstance(answer, float) and answer.is_integer():
-        answer = int(answer)
-    return answer if isinstance(answer, int) else None
 
 
 def ex1(answer) -> bool:
     """Scalars in all attention weight matrices (W_q, W_k, W_v, W_o of every block, biases excluded)."""
     if answer is None:
         return not_answered("each W is d_model × d_model; count them over all blocks")
-    n = _as_int(answer)
+    n = as_int(answer)
     if n is None:
         return fail(f"the answer should be a whole number, got {answer!r}")
     cfg = ToyConfig()
@@ -91,7 +83,7 @@ def ex3(answer) -> bool:
     """LoRA parameters for r = 8 on W_q, W_k, W_v and W_o of every block."""
     if answer is None:
         return not_answered("each adapted d×k matrix gets A (r×k) and B (d×r)")
-    n = _as_int(answer)
+    n = as_int(answer)
     if n is None:
         return fail(f"the answer should be a whole number, got {answer!r}")
     cfg = ToyConfig()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 from ..model import ToyConfig, ToyTransformer
-from ._base import fail, not_answered, ok
-from .nb04 import _as_int
+from ._base import as_int, fail, not_answered, ok
 
 __all__ = ["ex1", "ex2", "ex3"]
 
@@ -48,7 +47,7 @@ def ex2(answer) -> bool:
     """Bytes of AdamW optimizer state for full fine-tuning of the toy in float32."""
     if answer is None:
         return not_answered("AdamW keeps two running averages per trainable parameter")
-    n = _as_int(answer)
+    n = as_int(answer)
     if n is None:
         return fail(f"the answer should be a whole number of bytes, got {answer!r}")
     total = _total_params()

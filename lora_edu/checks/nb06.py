@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..model import ToyConfig
-from ._base import fail, not_answered, ok
-from .nb04 import _as_int
+from ._base import as_int, fail, not_answered, ok
 
 __all__ = ["ex1", "ex2", "ex3"]
 
@@ -44,7 +43,7 @@ def ex2(answer) -> bool:
     """Extra bytes that merge(keep_original=True) holds in bfloat16 for LoRA on W_q, W_v of every block."""
     if answer is None:
         return not_answered("keep_original stores one copy of each adapted W0")
-    n = _as_int(answer)
+    n = as_int(answer)
     if n is None:
         return fail(f"the answer should be a whole number of bytes, got {answer!r}")
     cfg = ToyConfig()

@@ -5,26 +5,18 @@ from __future__ import annotations
 import torch
 
 from ..lowrank import numerical_rank, singular_values
-from ._base import fail, not_answered, ok
+from ._base import as_int, fail, not_answered, ok
 
 __all__ = ["ex1", "ex2", "ex3", "ex4"]
 
 
-def _as_int(answer):
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1:
-        answer = answer.item()
-    if isinstance(answer, bool):
-        return None
-    if isinstance(answer, float) and answer.is_integer():
-        answer = int(answer)
-    return answer if isinstance(answer, int) else None
 
 
 def ex1(answer, n: int) -> bool:
     """How many cross terms Bᵢ·Aⱼ (i ≠ j) appear when the A's and the B's of n adapters are averaged separately?"""
     if answer is None:
         return not_answered("expand (B₁ + … + Bₙ)(A₁ + … + Aₙ) and count the products with i ≠ j")
-    k = _as_int(answer)
+    k = as_int(answer)
     if k is None:
         return fail(f"the answer should be a whole number, got {answer!r}")
     right = n * (n - 1)
@@ -76,7 +68,7 @@ def ex3(answer, delta_sum, r: int, n: int, rank_tol: float = 1e-4) -> bool:
     """The numerical rank (σ > rank_tol·σ₁) of the exact sum of n rank-r adapters' ΔW in one layer."""
     if answer is None:
         return not_answered("le.numerical_rank(M, tol=1e-4 * σ₁), or count the singular values yourself")
-    k = _as_int(answer)
+    k = as_int(answer)
     if k is None:
         return fail(f"a rank is a whole number, got {answer!r}")
     M = torch.as_tensor(delta_sum).detach().cpu().double()
