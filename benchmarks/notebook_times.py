@@ -1,6 +1,7 @@
 """Time every notebook top to bottom in fast and/or full mode on this machine; prints a table and JSON lines.
 
-Usage: python benchmarks/notebook_times.py [--mode fast|full|both] [--json PATH] [notebook ...]
+Usage: python benchmarks/notebook_times.py [--mode fast|full|both] [--json PATH | --save] [notebook ...]
+--save writes benchmarks/results/notebook_times_{cpu,gpu}.jsonl, which tools/course_map.py puts in the README.
 Targets (issues 3–5): fast ≤ 30 s (00–03), ≤ 45 s (04–09), ≤ 60 s (08); full ≤ 2 min (00–03), ≤ 3 min (04–09),
 ≤ 5 min (08). Nothing is asserted: this is a measurement, not a test.
 """
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("notebooks", nargs="*", type=Path)
     ap.add_argument("--mode", choices=["fast", "full", "both"], default="both")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/notebook_times_<cpu|gpu>.jsonl")
     args = ap.parse_args(argv)
     nbs = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     modes = ["fast", "full"] if args.mode == "both" else [args.mode]
@@ -59,6 +61,8 @@ def main(argv=None) -> int:
             rows.append({"notebook": p.name, "mode": mode, "seconds": round(s, 1), "target_s": t,
                          "ratio": round(s / t, 2), "device": device, "torch": torch.__version__})
             print(f"{p.name:45s} {mode:5s} {s:8.1f} {t:7.0f}  {s / t:.2f}", flush=True)
+    if args.save:
+        args.json = ROOT / "benchmarks" / "results" / f"notebook_times_{'gpu' if torch.cuda.is_available() else 'cpu'}.jsonl"
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
