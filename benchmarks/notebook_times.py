@@ -62,7 +62,8 @@ def main(argv=None) -> int:
                          "ratio": round(s / t, 2), "device": device, "torch": torch.__version__})
             print(f"{p.name:45s} {mode:5s} {s:8.1f} {t:7.0f}  {s / t:.2f}", flush=True)
     if args.save:
-        args.json = ROOT / "benchmarks" / "results" / f"notebook_times_{'gpu' if torch.cuda.is_available() else 'cpu'}.jsonl"
+        kind = "gpu" if torch.cuda.is_available() else "cpu"
+        args.json = ROOT / "benchmarks" / "results" / f"notebook_times_{kind}.jsonl"
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
