@@ -27,7 +27,8 @@ lab: $(BASE)  ## open the notebook series in JupyterLab
 
 test: $(DEV)  ## lint + the whole test suite (notebooks in fast mode included)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 -m "not browser"
+	$(BIN)/python -m pytest -m browser
 
 lint: $(DEV)
 	$(BIN)/ruff check .
