@@ -13,6 +13,7 @@ from .nbtools import NOTEBOOKS, ROOT
 
 MAIN = sorted(NOTEBOOKS.glob("*.ipynb"))
 sys.path.insert(0, str(ROOT / "tools"))
+import export_html  # noqa: E402
 import solutions as solutions_tool  # noqa: E402
 import student as student_tool  # noqa: E402
 
@@ -64,3 +65,19 @@ def test_student_edition_strips_every_solution(tmp_path):
         assert len(stu["cells"]) == len(src["cells"]) - n_sol
         assert [c["source"] for c in stu["cells"] if "exercise" in _tags(c)] == \
                [c["source"] for c in src["cells"] if "exercise" in _tags(c)]
+
+
+def test_html_export_writes_pages_and_an_index(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# 42 · A tiny lesson\n\n**Objectives**\n- add two numbers"),
+                nbformat.v4.new_code_cell("print(40 + 2)")]
+    src = tmp_path / "src" / "42_tiny.ipynb"
+    src.parent.mkdir()
+    nbformat.write(nb, src)
+    index = export_html.export([src], tmp_path / "html")
+    page = (tmp_path / "html" / "42_tiny.html").read_text()
+    assert "42" in page and "A tiny lesson" in page  # executed: the output 42 is in the page
+    assert ">42\n<" in page or "42\n" in page
+    listing = index.read_text()
+    assert 'href="42_tiny.html"' in listing and "A tiny lesson" in listing and "add two numbers" in listing
