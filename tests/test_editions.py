@@ -22,7 +22,7 @@ def _tags(c):
     return c.get("metadata", {}).get("tags", [])
 
 
-@pytest.mark.parametrize("path", [p for p in MAIN if not p.name.startswith("00_")], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MAIN, ids=lambda p: p.name)
 def test_exercises_have_checks_and_solutions(path):
     nb = nbformat.read(path, as_version=4)
     ex = [c for c in nb.cells if "exercise" in _tags(c)]

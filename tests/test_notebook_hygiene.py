@@ -30,8 +30,7 @@ def test_structure(path):
     assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("#")
     assert "objective" in md, f"{path.name}: no learning objectives"
     assert "summary" in md, f"{path.name}: no Summary"
-    if not path.name.startswith("00_"):
-        assert "exercise" in md, f"{path.name}: no Exercises"
+    assert "exercise" in md, f"{path.name}: no Exercises"
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
     for i, c in enumerate(nb["cells"]):
         if c["cell_type"] == "code":
