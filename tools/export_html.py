@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,24 +19,30 @@ import nbformat
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from course_map import objectives  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+_TEX = {r"\Delta": "Δ", r"\alpha": "α", r"\phi": "φ", r"\sigma": "σ", r"\le": "≤", r"\ll": "≪",
+        r"\times": "×", r"\mathbb{R}": "ℝ", r"\operatorname{rank}": "rank", r"\sqrt": "√", r"\min": "min",
+        r"\lVert": "‖", r"\rVert": "‖", r"\top": "ᵀ"}
+
+
+def plain(text: str) -> str:
+    """Markdown/LaTeX of an objective line as plain text for the index (no MathJax needed offline)."""
+    for tex, uni in _TEX.items():
+        text = text.replace(tex, uni)
+    text = re.sub(r"[$*`{}]", "", text)
+    return text.replace("\\", "").replace("_", "").strip().rstrip(";.")
+
+
 def title_and_goal(nb) -> tuple[str, str]:
-    """First heading of the notebook and its first objective bullet (for the index)."""
-    title, goal = "", ""
-    for c in nb.cells:
-        if c.cell_type != "markdown":
-            continue
-        for line in c.source.splitlines():
-            s = line.strip()
-            if not title and s.startswith("#"):
-                title = s.lstrip("#").strip()
-            elif title and not goal and s[:2] in ("- ", "* ", "1."):
-                goal = s[2:].strip()
-        if title and goal:
-            break
-    return title, goal
+    """First heading of the notebook and its learning objectives (for the index)."""
+    title = next((line.lstrip("#").strip() for c in nb.cells if c.cell_type == "markdown"
+                  for line in c.source.splitlines() if line.strip().startswith("#")), "")
+    return title, "; ".join(plain(g) for g in objectives(nb))
 
 
 def execute(path: Path, timeout: int = 600):
