@@ -103,9 +103,11 @@ def merge_lora(model: nn.Module, keep_original: bool = False) -> list[str]:
     todo = {n: m for n, m in layers.items() if not m.merged}
     if layers and not todo:
         raise RuntimeError("every LoRA layer is already merged")
-    for n, m in todo.items():
-        if not m._delta_is_finite():
-            raise ValueError(f"refusing to merge: ΔW of {n!r} contains NaN or inf (model untouched)")
+    for n, m in todo.items():  # every layer checked before any is touched
+        try:
+            m._check_mergeable()
+        except ValueError as e:
+            raise ValueError(f"layer {n!r}: {e} (model untouched)") from e
     for m in todo.values():
         m.merge(keep_original=keep_original)
     return list(todo)
@@ -141,8 +143,11 @@ def remove_lora(model: nn.Module, merge: bool) -> list[str]:
     layers = lora_layers(model)
     if merge:
         for n, m in layers.items():
-            if not m.merged and not m._delta_is_finite():
-                raise ValueError(f"refusing to merge: ΔW of {n!r} contains NaN or inf (model untouched)")
+            if not m.merged:
+                try:
+                    m._check_mergeable()
+                except ValueError as e:
+                    raise ValueError(f"layer {n!r}: {e} (model untouched)") from e
     else:
         _check_unmergeable(layers)
     for n, m in layers.items():

@@ -130,20 +130,32 @@ class LoRALinear(nn.Module):
             return True
         return bool(torch.isfinite(self._delta_fp32()).all())
 
+    def _shifted(self, sign: float) -> torch.Tensor:
+        """W + sign·ΔW for a low-precision layer, computed in float32 and cast back; refuses an overflow."""
+        W = self.base.weight
+        work = self._work_dtype()
+        new = W.to(work).addmm_(self.B.detach().to(work), self.A.detach().to(work), alpha=sign * self.scaling)
+        # e.g. float16 overflows at 65504 although ΔW itself is finite. Rounding is monotonic, so the
+        # smallest and largest entries decide: cast just those two (a full isfinite pass is slow on CPU)
+        if not torch.isfinite(torch.stack(torch.aminmax(new)).to(W.dtype)).all():  # NaN propagates too
+            raise ValueError(f"refusing to merge: W ± ΔW overflows {W.dtype} (weights untouched)")
+        return new
+
+    def _check_mergeable(self) -> None:
+        """Raise ValueError, touching nothing, if merging would put NaN or inf into the weight."""
+        if not self._delta_is_finite():
+            raise ValueError("refusing to merge: ΔW = scaling·B@A contains NaN or inf (weights untouched)")
+        if self.base.weight.dtype != self._work_dtype():
+            self._shifted(+1.0)
+
     def _add_delta_(self, sign: float) -> None:
         """W ← W + sign·ΔW in the work dtype, fused into one addmm (in place for float32/float64 layers)."""
         W = self.base.weight
-        work = self._work_dtype()
-        A, B = self.A.detach().to(work), self.B.detach().to(work)
-        if W.dtype == work:
-            W.addmm_(B, A, alpha=sign * self.scaling)
+        if W.dtype == self._work_dtype():
+            work = W.dtype
+            W.addmm_(self.B.detach().to(work), self.A.detach().to(work), alpha=sign * self.scaling)
         else:
-            new = W.to(work).addmm_(B, A, alpha=sign * self.scaling)
-            # e.g. float16 overflows at 65504 although ΔW itself is finite. Rounding is monotonic, so the
-            # smallest and largest entries decide: cast just those two (a full isfinite pass is slow on CPU)
-            if not torch.isfinite(torch.stack(torch.aminmax(new)).to(W.dtype)).all():  # NaN propagates too
-                raise ValueError(f"refusing to merge: W ± ΔW overflows {W.dtype} (weights untouched)")
-            W.copy_(new)
+            W.copy_(self._shifted(sign))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base

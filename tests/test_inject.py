@@ -274,3 +274,21 @@ def test_unmerge_refused_before_any_layer_changes_when_one_cannot_restore(pretra
     with pytest.raises(RuntimeError, match="blocks.1.attn.v_proj"):
         call(pretrained)
     snap.assert_unchanged(pretrained)
+
+
+@pytest.mark.parametrize("remove", [False, True])
+def test_merge_is_all_or_nothing_when_a_later_layer_would_overflow(remove):
+    """merge_lora / remove_lora(merge=True) check every layer first: an overflow in the last leaves all untouched."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)).half()
+    le.add_lora(model, targets=("0", "1"), r=2)
+    with torch.no_grad():
+        for m in le.lora_layers(model).values():
+            m.A.fill_(10.0)
+            m.B.fill_(10.0)
+        model[1].base.weight.fill_(65500.0)  # + ΔW overflows float16 in the second layer only
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="'1'.*overflows"):
+        le.remove_lora(model, merge=True) if remove else le.merge_lora(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(m.merged for m in le.lora_layers(model).values())
+    assert isinstance(model[0], le.LoRALinear)
