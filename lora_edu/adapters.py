@@ -252,18 +252,19 @@ def _apply(model: nn.Module, adapter: Adapter, weight: float, sign: float) -> li
         raise ValueError(f"weight must be a finite number, got {weight!r}")
     modules = dict(model.named_modules())
     _check_plain_targets(modules, adapter)
-    deltas = {}
-    for n in adapter.tensors:
-        w = modules[n].weight
-        d = adapter.delta(n).to(device=w.device, dtype=torch.promote_types(w.dtype, torch.float32)) * (sign * weight)
-        if not torch.isfinite(d).all():
-            raise ValueError(f"refusing to merge: ΔW of {n!r} contains NaN or inf (model untouched)")
-        deltas[n] = d
+    new = {}  # every new weight is computed and checked before any is written: all or nothing
     with torch.no_grad():
-        for n, d in deltas.items():
+        for n in adapter.tensors:
             w = modules[n].weight
-            w.copy_((w.to(d.dtype) + d).to(w.dtype))
-    return list(deltas)
+            d = adapter.delta(n).to(device=w.device, dtype=torch.promote_types(w.dtype, torch.float32))
+            if not torch.isfinite(d).all():
+                raise ValueError(f"refusing to merge: ΔW of {n!r} contains NaN or inf (model untouched)")
+            new[n] = (w.to(d.dtype) + d * (sign * weight)).to(w.dtype)
+            if not torch.isfinite(new[n]).all() and torch.isfinite(w).all():
+                raise ValueError(f"refusing to merge: W ± ΔW of {n!r} overflows {w.dtype} (model untouched)")
+        for n, w_new in new.items():
+            modules[n].weight.copy_(w_new)
+    return list(new)
 
 
 def merge_adapter(model: nn.Module, adapter: Adapter, weight: float = 1.0) -> list[str]:

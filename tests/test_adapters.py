@@ -474,3 +474,16 @@ def test_extract_adapter_refuses_mixed_configs(pretrained):
 def test_merge_adapter_needs_a_module(make_adapter):
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         le.merge_adapter({"blocks.0.attn.q_proj": None}, make_adapter(1))
+
+
+def test_merge_adapter_refuses_float16_overflow_and_touches_nothing():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)).half()
+    A = torch.full((2, 8), 10.0, dtype=torch.float16)
+    B = torch.full((8, 2), 10.0, dtype=torch.float16)
+    adapter = le.Adapter(2, 2.0, ("0", "1"), False, {"0": (A, B), "1": (A.clone(), B.clone())})
+    with torch.no_grad():
+        model[1].weight.fill_(65500.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="overflows"):
+        le.merge_adapter(model, adapter)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
