@@ -2,12 +2,19 @@
 
 §4.1: to switch task, "subtract BA and add B'A'". An `Adapter` is that BA as data; it is stored
 as `adapter_model.safetensors` + `adapter_config.json` (the layout PEFT uses) and never unpickled.
+Files are written atomically and read strictly (bounded sizes, no duplicate JSON keys, finite tensors).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import re
+import secrets
+import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,16 +22,21 @@ import torch
 from torch import nn
 
 from .inject import _check_model, _matches, add_lora, linear_names, lora_layers
-from .layer import LoRALinear
+from .layer import ALPHA_MAX, LoRALinear
+from .runtime import brief, check_number, get_device
 
 __all__ = ["Adapter", "extract_adapter", "load_adapter", "merge_adapter", "unmerge_adapter"]
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 FORMAT = "lora_edu.adapter"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the config holds the weights file's SHA-256
+MAX_CONFIG_BYTES = 1 << 20  # a config lists names, never tensors
+MAX_WEIGHTS_BYTES = 1 << 31
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "float64": torch.float64}
+_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+_NAME = re.compile(r"[^.\s]+(\.[^.\s]+)*")  # a module path: non-empty parts, no spaces
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -32,6 +44,129 @@ def _dtype_name(dtype: torch.dtype) -> str:
         if v == dtype:
             return k
     raise ValueError(f"dtype {dtype} is not a supported adapter dtype ({list(_DTYPES)})")
+
+
+def _as_path(path, name: str = "directory") -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
+    return Path(path)
+
+
+# ---- file helpers (format-independent) ---------------------------------------------------------------------
+def write_atomic(directory, files: dict[str, bytes], overwrite: bool = False) -> Path:
+    """Write {file name: bytes} into `directory` so that readers never see a mix of old and new files.
+
+    The files go into a fresh temporary directory beside their targets (mode 0666 less the umask, both
+    alike; created, never opened through a symlink) and are renamed into place: a new directory in one
+    rename, an existing one file by file in the order given (the last file should vouch for the others,
+    as our config does with the weights' SHA-256). Existing files are replaced only with overwrite=True.
+    """
+    directory = _as_path(directory)
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
+    for name in files:
+        target = directory / name
+        if os.path.lexists(target) and not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+        if target.is_dir() and not target.is_symlink():
+            raise ValueError(f"{target} is a directory, not a file we can replace")
+    fresh = not os.path.lexists(directory)
+    parent = directory.parent if fresh else directory
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{directory.name or 'adapter'}.tmp-{secrets.token_hex(6)}"
+    os.mkdir(tmp, 0o777)
+    try:
+        for name, data in files.items():
+            fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        if fresh:
+            os.rename(tmp, directory)
+        else:
+            for name in files:
+                os.replace(tmp / name, directory / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path` (symlinks followed), at most `limit` of them: FileNotFoundError if
+    it is missing, ValueError if it is a directory, device or pipe, unreadable, or too large."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # O_NONBLOCK: a FIFO must not hang us
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except OSError as e:
+        raise ValueError(f"{path.name} could not be opened: {e}") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"{path.name} is {st.st_size:,} bytes, more than the {limit:,} allowed")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ValueError(f"{path.name} could not be read: {e}") from e
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} grew beyond the {limit:,} bytes allowed while being read")
+    return data
+
+
+def _unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate key {brief(next(k for k in keys if keys.count(k) > 1))}")
+    return dict(pairs)
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(data: bytes, name: str) -> dict:
+    """A JSON object from bytes, strictly: UTF-8, no duplicate keys, no NaN/Infinity, bounded nesting."""
+    try:
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError(f"{name} is not valid JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a duplicate key, an int of > 4300 digits
+        raise ValueError(f"{name} is not valid JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{name} must hold a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def parse_safetensors(data: bytes, name: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """({tensor name: tensor}, metadata) from the bytes of a safetensors file; only our four float dtypes.
+
+    Every tensor owns its memory (no view of `data`, no memory map of a file)."""
+    from safetensors import SafetensorError, deserialize
+
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if not 2 <= n <= len(data) - 8:
+        raise ValueError(f"{name} is not a safetensors file (header length {n} for {len(data)} bytes)")
+    header = parse_json(data[8:8 + n], f"{name} header")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError(f"{name}: __metadata__ must map names to strings")
+    try:
+        views = deserialize(data)
+    except SafetensorError as e:
+        raise ValueError(f"{name} is not a readable safetensors file: {e}") from e
+    flat = {}
+    for k, v in views:
+        if v["dtype"] not in _ST_DTYPES:
+            raise ValueError(f"{name}: tensor {k} has dtype {v['dtype']}, not one of {list(_ST_DTYPES)}")
+        dtype = _ST_DTYPES[v["dtype"]]
+        flat[k] = (torch.frombuffer(bytearray(v["data"]), dtype=dtype) if v["data"]
+                   else torch.empty(0, dtype=dtype)).reshape(v["shape"])
+    return flat, meta
 
 
 @dataclass
@@ -59,35 +194,46 @@ class Adapter:
         return torch.float32 if first is None else first[0].dtype
 
     def validate(self) -> None:
-        """Check types, rank and shapes: A is r×k, B is d×r, one dtype throughout."""
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
-            raise ValueError(f"r must be a positive int, got {self.r!r}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) \
-                or not math.isfinite(self.alpha) or self.alpha <= 0:
-            raise ValueError(f"alpha must be a finite number > 0, got {self.alpha!r}")
+        """Check types and ranges, shapes (A is r×k, B is d×r, r ≤ min(d, k)), one supported dtype,
+        finite values, and that the targets select exactly the layers (each layer matches a target, each
+        target a layer)."""
+        check_number("r", self.r, 1, 2**31, integer=True)
+        check_number("alpha", self.alpha, 0, ALPHA_MAX, bounds="(]")
         if not isinstance(self.rslora, bool):
             raise TypeError(f"rslora must be a bool, got {type(self.rslora).__name__}")
-        if not isinstance(self.targets, tuple) or not self.targets \
-                or not all(isinstance(t, str) and t for t in self.targets):
-            raise ValueError(f"targets must be a non-empty tuple of layer-name suffixes, got {self.targets!r}")
+        if not isinstance(self.targets, tuple) or not self.targets or len(set(self.targets)) != len(self.targets) \
+                or not all(isinstance(t, str) and len(t) < 1024 and _NAME.fullmatch(t) for t in self.targets):
+            raise ValueError(f"targets must be a non-empty tuple of distinct layer-name suffixes, "
+                             f"got {brief(self.targets)}")
         if not isinstance(self.tensors, dict):
             raise TypeError("tensors must be a dict {layer name: (A, B)}")
         dtypes = set()
         for name, pair in self.tensors.items():
-            if not isinstance(name, str) or not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            if not isinstance(name, str) or len(name) >= 1024 or not _NAME.fullmatch(name):
+                raise ValueError(f"tensors: layer name {brief(name)} is not a module path like 'blocks.0.q_proj'")
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"tensors[{name!r}] must be an (A, B) pair")
             A, B = pair
             if not (isinstance(A, torch.Tensor) and isinstance(B, torch.Tensor)):
                 raise TypeError(f"tensors[{name!r}]: A and B must be tensors")
-            if A.ndim != 2 or B.ndim != 2 or A.shape[0] != self.r or B.shape[1] != self.r:
-                raise ValueError(f"tensors[{name!r}]: expected A of shape (r={self.r}, k) and B of "
-                                 f"shape (d, r={self.r}), got A {tuple(A.shape)} and B {tuple(B.shape)}")
-            if not A.is_floating_point() or A.dtype != B.dtype:
-                raise ValueError(f"tensors[{name!r}]: A and B must share one floating dtype, "
-                                 f"got {A.dtype} and {B.dtype}")
+            if A.ndim != 2 or B.ndim != 2 or A.shape[0] != self.r or B.shape[1] != self.r \
+                    or self.r > min(A.shape[1], B.shape[0]):
+                raise ValueError(f"tensors[{name!r}]: expected A of shape (r={self.r}, k) and B of shape "
+                                 f"(d, r={self.r}) with r ≤ min(d, k), got A {tuple(A.shape)} and B {tuple(B.shape)}")
+            if A.dtype != B.dtype or A.dtype not in _DTYPES.values():
+                raise ValueError(f"tensors[{name!r}]: A and B must share one floating dtype of "
+                                 f"{list(_DTYPES)}, got {A.dtype} and {B.dtype}")
+            if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
+                raise ValueError(f"tensors[{name!r}]: A or B contains NaN or inf")
             dtypes.add(A.dtype)
         if len(dtypes) > 1:
             raise ValueError(f"all adapter tensors must share one dtype, got {sorted(map(str, dtypes))}")
+        if self.tensors:
+            stray = [n for n in self.tensors if not any(_matches(n, t) for t in self.targets)]
+            idle = [t for t in self.targets if not any(_matches(n, t) for n in self.tensors)]
+            if stray or idle:
+                raise ValueError(f"targets {list(self.targets)} do not fit the layers: layers no target selects "
+                                 f"{brief(stray)}, targets selecting no layer {brief(idle)}")
 
     def delta(self, name: str) -> torch.Tensor:
         """ΔW of one layer, scaling · B @ A, in float32 (float64 for float64 adapters)."""
@@ -109,68 +255,67 @@ class Adapter:
                 "targets": list(self.targets), "rslora": self.rslora,
                 "dtype": _dtype_name(self.dtype), "layers": sorted(self.tensors)}
 
-    def save(self, directory) -> Path:
-        """Write adapter_model.safetensors + adapter_config.json into `directory` (created if needed)."""
-        from safetensors.torch import save_file
+    def save(self, directory, overwrite: bool = False) -> Path:
+        """Write adapter_model.safetensors + adapter_config.json into `directory` (created if needed), atomically.
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        flat = {}
-        for n, (A, B) in self.tensors.items():
-            flat[f"{n}.A"] = A.detach().cpu().contiguous()
-            flat[f"{n}.B"] = B.detach().cpu().contiguous()
-        save_file(flat, str(directory / WEIGHTS_NAME), metadata={"format": FORMAT})
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
-        return directory
+        An existing adapter there is replaced only with overwrite=True (else FileExistsError)."""
+        from safetensors.torch import save
+
+        self.validate()
+        weights = save({f"{n}.{m}": t.detach().cpu().contiguous()
+                        for n, pair in self.tensors.items() for m, t in zip("AB", pair)}, metadata={"format": FORMAT})
+        cfg = dict(self.config_dict(), weights_sha256=hashlib.sha256(weights).hexdigest())
+        config = (json.dumps(cfg, indent=2) + "\n").encode()
+        return write_atomic(directory, {WEIGHTS_NAME: weights, CONFIG_NAME: config}, overwrite)
 
     @classmethod
     def load(cls, directory, device=None) -> Adapter:
-        """Read and validate an adapter directory; refuses foreign, truncated or inconsistent files."""
-        from safetensors import SafetensorError, safe_open
-
-        directory = Path(directory)
-        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"directory: {directory} has no {p.name}")
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{CONFIG_NAME} is not valid JSON: {e}") from e
-        if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        """Read and check an adapter directory. Foreign, torn, oversized, corrupt or inconsistent files are refused
+        with a ValueError naming the file and field (FileNotFoundError for a missing one). The tensors are copied
+        into memory the adapter owns: the files may change or vanish afterwards."""
+        directory = _as_path(directory)
+        device = None if device is None else get_device(device)
+        if not directory.is_dir():
+            if directory.exists():
+                raise ValueError(f"directory: {directory} is not a directory")
+            raise FileNotFoundError(f"directory: {directory} does not exist")
+        cfg = parse_json(read_bounded(directory / CONFIG_NAME, MAX_CONFIG_BYTES), CONFIG_NAME)
+        if cfg.get("format") != FORMAT:
             raise ValueError(f"{CONFIG_NAME} is not a lora_edu adapter config (format != {FORMAT!r})")
         if cfg.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported adapter format_version {cfg.get('format_version')!r}")
-        missing = {"r", "alpha", "targets", "rslora", "dtype", "layers"} - set(cfg)
-        if missing:
-            raise ValueError(f"{CONFIG_NAME} lacks {sorted(missing)}")
-        if cfg["dtype"] not in _DTYPES:
-            raise ValueError(f"{CONFIG_NAME}: dtype {cfg['dtype']!r} not one of {list(_DTYPES)}")
-        dtype = _DTYPES[cfg["dtype"]]
-        layers = cfg["layers"]
-        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-            raise ValueError(f"{CONFIG_NAME}: layers must be a list of names")
-        try:
-            with safe_open(str(w_path), framework="pt", device="cpu") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != FORMAT:
-                    raise ValueError(f"{WEIGHTS_NAME} was not written by lora_edu (metadata format "
-                                     f"{meta.get('format')!r})")
-                keys = set(f.keys())
-                expected = {f"{n}.{m}" for n in layers for m in ("A", "B")}
-                if keys != expected:
-                    raise ValueError(f"{WEIGHTS_NAME} tensor names do not match the config's layers: "
-                                     f"missing {sorted(expected - keys)}, unexpected {sorted(keys - expected)}")
-                flat = {k: f.get_tensor(k) for k in sorted(keys)}
-        except SafetensorError as e:
-            raise ValueError(f"{WEIGHTS_NAME} is not a readable safetensors file: {e}") from e
-        except (OSError, RuntimeError) as e:
-            raise ValueError(f"{WEIGHTS_NAME} could not be read (truncated or corrupt?): {e}") from e
+            raise ValueError(f"{CONFIG_NAME}: unsupported format_version {brief(cfg.get('format_version'))} "
+                             f"(this lora_edu reads {FORMAT_VERSION}; save the adapter again)")
+        fields = {"format", "format_version", "r", "alpha", "targets", "rslora", "dtype", "layers", "weights_sha256"}
+        if set(cfg) != fields:
+            raise ValueError(f"{CONFIG_NAME} lacks {sorted(fields - set(cfg))} / has unknown fields "
+                             f"{brief(sorted(set(cfg) - fields))}")
+        dtype, layers = cfg["dtype"], cfg["layers"]
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise ValueError(f"{CONFIG_NAME}: dtype {brief(dtype)} not one of {list(_DTYPES)}")
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers) \
+                or len(set(layers)) != len(layers):
+            raise ValueError(f"{CONFIG_NAME}: layers must be a list of distinct names, got {brief(layers)}")
+        data = read_bounded(directory / WEIGHTS_NAME, MAX_WEIGHTS_BYTES)
+        if hashlib.sha256(data).hexdigest() != cfg["weights_sha256"]:
+            raise ValueError(f"{WEIGHTS_NAME} does not match {CONFIG_NAME} (weights_sha256): the two were not "
+                             "saved together, or a file changed since")
+        flat, meta = parse_safetensors(data, WEIGHTS_NAME)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{WEIGHTS_NAME} was not written by lora_edu "
+                             f"(metadata format {brief(meta.get('format'))})")
+        expected = {f"{n}.{m}" for n in layers for m in "AB"}
+        if set(flat) != expected:
+            raise ValueError(f"{WEIGHTS_NAME} tensor names do not match the config's layers: missing "
+                             f"{brief(sorted(expected - set(flat)))}, unexpected {brief(sorted(set(flat) - expected))}")
         for k, t in flat.items():
-            if t.dtype != dtype:
+            if t.dtype != _DTYPES[dtype]:
                 raise ValueError(f"{WEIGHTS_NAME}: tensor {k} has dtype {t.dtype}, config says {dtype}")
-        tensors = {n: (flat[f"{n}.A"].to(device), flat[f"{n}.B"].to(device)) for n in layers}
-        return cls(cfg["r"], cfg["alpha"], cfg["targets"], cfg["rslora"], tensors)
+        try:
+            adapter = cls(cfg["r"], cfg["alpha"], cfg["targets"], cfg["rslora"],
+                          {n: (flat[f"{n}.A"], flat[f"{n}.B"]) for n in layers})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{directory}: {e}") from e
+        return adapter if device is None else adapter.to(device)
 
 
 def extract_adapter(model: nn.Module) -> Adapter:
@@ -201,8 +346,7 @@ def load_adapter(model: nn.Module, adapter: Adapter) -> list[str]:
     _check_adapter(adapter)
     layers = lora_layers(model)
     if not layers:
-        modules = dict(model.named_modules())
-        _check_plain_targets(modules, adapter)
+        _check_plain_targets(model, adapter)
         if sorted(_layers_for_targets(model, adapter.targets)) != sorted(adapter.tensors):
             raise ValueError("adapter layers do not match the layers its targets select in this model")
         add_lora(model, adapter.targets, adapter.r, adapter.alpha, rslora=adapter.rslora)
@@ -232,34 +376,42 @@ def _layers_for_targets(model: nn.Module, targets) -> list[str]:
     return [n for n in linear_names(model) if any(_matches(n, t) for t in targets)]
 
 
-def _check_plain_targets(modules: dict, adapter: Adapter) -> None:
+def _check_plain_targets(model: nn.Module, adapter: Adapter) -> dict:
+    """{name: nn.Linear} of the adapter's layers: plain nn.Linear (not LoRA, nor inside one) of ΔW's shape."""
+    modules, plain = dict(model.named_modules()), set(linear_names(model))
     for n, (A, B) in adapter.tensors.items():
         m = modules.get(n)
-        if isinstance(m, LoRALinear):
-            raise ValueError(f"layer {n!r} has LoRA layers; merge_adapter works on a plain model "
+        if isinstance(m, LoRALinear) or (isinstance(m, nn.Linear) and n not in plain):
+            raise ValueError(f"layer {n!r} has (or is inside) a LoRA layer; merge_adapter works on a plain model "
                              "(use remove_lora first, or load_adapter for unmerged LoRA)")
         if not isinstance(m, nn.Linear):
             raise ValueError(f"adapter layer {n!r} is not an nn.Linear in this model")
         if (B.shape[0], A.shape[1]) != tuple(m.weight.shape):
             raise ValueError(f"adapter ΔW for {n!r} is {B.shape[0]}×{A.shape[1]}, but the weight is "
                              f"{tuple(m.weight.shape)}")
+    return {n: modules[n] for n in adapter.tensors}
 
 
 def _apply(model: nn.Module, adapter: Adapter, weight: float, sign: float) -> list[str]:
     _check_model(model)
     _check_adapter(adapter)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-        raise ValueError(f"weight must be a finite number, got {weight!r}")
-    modules = dict(model.named_modules())
-    _check_plain_targets(modules, adapter)
+    weight = check_number("weight", weight, -ALPHA_MAX, ALPHA_MAX)
+    modules = _check_plain_targets(model, adapter)
     new = {}  # every new weight is computed and checked before any is written: all or nothing
     with torch.no_grad():
-        for n in adapter.tensors:
-            w = modules[n].weight
+        for n, m in modules.items():
+            w = m.weight
             d = adapter.delta(n).to(device=w.device, dtype=torch.promote_types(w.dtype, torch.float32))
+            d = d * (sign * weight)
             if not torch.isfinite(d).all():
-                raise ValueError(f"refusing to merge: ΔW of {n!r} contains NaN or inf (model untouched)")
-            new[n] = (w.to(d.dtype) + d * (sign * weight)).to(w.dtype)
+                raise ValueError(f"refusing to merge: weight·ΔW of {n!r} contains NaN or inf (model untouched)")
+            # W0 must survive the round trip: with |weight·ΔW| beyond max|W|/√eps the sum keeps less than
+            # half of W0's bits, and unmerging could not give W0 back (2896× in float32, 11× in bfloat16)
+            limit = w.detach().abs().max().item() / math.sqrt(torch.finfo(w.dtype).eps)
+            if d.abs().max().item() > limit:
+                raise ValueError(f"refusing to merge: weight·ΔW of {n!r} exceeds max|W|/√eps = {limit:.3g}, so "
+                                 f"unmerging could not restore W (weight={weight:g}; model untouched)")
+            new[n] = (w.to(d.dtype) + d).to(w.dtype)
             if not torch.isfinite(new[n]).all() and torch.isfinite(w).all():
                 raise ValueError(f"refusing to merge: W ± ΔW of {n!r} overflows {w.dtype} (model untouched)")
         for n, w_new in new.items():

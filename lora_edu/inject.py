@@ -48,7 +48,7 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def _normalize_targets(targets) -> tuple[str, ...]:
+def normalize_targets(targets) -> tuple[str, ...]:
     if isinstance(targets, str):
         targets = (targets,)
     try:
@@ -68,7 +68,7 @@ def add_lora(model: nn.Module, targets=("q_proj", "v_proj"), r: int = 4, alpha: 
     replaced names. All arguments are checked before anything changes: on error the model is untouched.
     """
     _check_model(model)
-    targets = _normalize_targets(targets)
+    targets = normalize_targets(targets)
     linears = linear_names(model)
     chosen = [n for n in linears if any(_matches(n, t) for t in targets)]
     for t in targets:
@@ -92,33 +92,33 @@ def add_lora(model: nn.Module, targets=("q_proj", "v_proj"), r: int = 4, alpha: 
 
 
 def mark_only_lora_trainable(model: nn.Module) -> None:
-    """requires_grad only on the A and B matrices (what add_lora already does)."""
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.endswith(".A") or name.endswith(".B"))
+    """requires_grad only on the A and B matrices of the LoRA layers (what add_lora already does)."""
+    keep = {id(p) for m in lora_layers(model).values() for p in (m.A, m.B)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+
+
+def _check_each(layers: dict[str, LoRALinear], check) -> None:
+    """check(layer) for every layer before any is touched (all or nothing); the error names the layer."""
+    for n, m in layers.items():
+        try:
+            check(m)
+        except (ValueError, RuntimeError) as e:
+            raise type(e)(f"layer {n!r}: {e} (model untouched)") from e
 
 
 def merge_lora(model: nn.Module, keep_original: bool = False) -> list[str]:
-    """Merge every unmerged LoRALinear (W ← W0 + ΔW). Refuses, untouched, if any ΔW is not finite."""
+    """Merge every unmerged LoRALinear (W ← W0 + ΔW). Refuses, untouched, if any W0 + ΔW would not be finite."""
+    if not isinstance(keep_original, bool):
+        raise TypeError(f"keep_original must be a bool, got {type(keep_original).__name__}")
     layers = lora_layers(model)
     todo = {n: m for n, m in layers.items() if not m.merged}
     if layers and not todo:
         raise RuntimeError("every LoRA layer is already merged")
-    for n, m in todo.items():  # every layer checked before any is touched
-        try:
-            m._check_mergeable()
-        except ValueError as e:
-            raise ValueError(f"layer {n!r}: {e} (model untouched)") from e
+    _check_each(todo, LoRALinear._check_mergeable)
     for m in todo.values():
-        m.merge(keep_original=keep_original)
+        m._merge(keep_original)
     return list(todo)
-
-
-def _check_unmergeable(layers: dict[str, LoRALinear]) -> None:
-    """Refuse before touching anything if some merged layer could not give W0 back (see LoRALinear.unmerge)."""
-    for n, m in layers.items():
-        if m.merged and m._W0 is None and m._merged_versions != (m.A._version, m.B._version):
-            raise RuntimeError(f"A or B of {n!r} changed while the layer was merged, so subtracting today's ΔW "
-                               "would not restore W0 (model untouched)")
 
 
 def unmerge_lora(model: nn.Module) -> list[str]:
@@ -127,9 +127,9 @@ def unmerge_lora(model: nn.Module) -> list[str]:
     todo = {n: m for n, m in layers.items() if m.merged}
     if layers and not todo:
         raise RuntimeError("no LoRA layer is merged; there is nothing to unmerge")
-    _check_unmergeable(todo)
+    _check_each(todo, LoRALinear._check_unmergeable)
     for m in todo.values():
-        m.unmerge()
+        m._unmerge()
     return list(todo)
 
 
@@ -142,19 +142,14 @@ def remove_lora(model: nn.Module, merge: bool) -> list[str]:
         raise TypeError(f"merge must be a bool, got {type(merge).__name__}")
     layers = lora_layers(model)
     if merge:
-        for n, m in layers.items():
-            if not m.merged:
-                try:
-                    m._check_mergeable()
-                except ValueError as e:
-                    raise ValueError(f"layer {n!r}: {e} (model untouched)") from e
+        _check_each({n: m for n, m in layers.items() if not m.merged}, LoRALinear._check_mergeable)
     else:
-        _check_unmergeable(layers)
+        _check_each(layers, LoRALinear._check_unmergeable)
     for n, m in layers.items():
         if merge and not m.merged:
-            m.merge()
+            m._merge(False)
         elif not merge and m.merged:
-            m.unmerge()
+            m._unmerge()
         _set_submodule(model, n, m.base)
     return list(layers)
 

@@ -5,15 +5,19 @@ Names follow the paper: W0 is d×k (out×in), B is d×r, A is r×k, ``scaling`` 
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .runtime import check_number
+
 __all__ = ["LoRALinear", "check_lora_args"]
 
 INITS = ("gaussian", "kaiming")
+ALPHA_MAX = 1e6  # far above any α in use (the paper's are 8–32); keeps scaling·B@A away from overflow
 
 
 def check_lora_args(base, r, alpha=None, dropout=0.0, init="gaussian", rslora=False) -> None:
@@ -28,15 +32,9 @@ def check_lora_args(base, r, alpha=None, dropout=0.0, init="gaussian", rslora=Fa
     if r > min(d, k):
         raise ValueError(f"r must be ≤ min(d, k) = {min(d, k)} for a {d}×{k} weight, got {r}")
     if alpha is not None:
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-            raise TypeError(f"alpha must be a number or None, got {type(alpha).__name__}")
-        if not math.isfinite(alpha) or alpha <= 0:
-            raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-        raise TypeError(f"dropout must be a number in [0, 1), got {type(dropout).__name__}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    if init not in INITS:
+        check_number("alpha", alpha, 0, ALPHA_MAX, bounds="(]")
+    check_number("dropout", dropout, 0, 1, bounds="[)")
+    if not isinstance(init, str) or init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if not isinstance(rslora, bool):
         raise TypeError(f"rslora must be a bool, got {type(rslora).__name__}")
@@ -68,7 +66,7 @@ class LoRALinear(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self._merged = False
         self._W0: torch.Tensor | None = None  # exact copy of W0, only with merge(keep_original=True)
-        self._merged_versions: tuple[int, int] | None = None
+        self._merged_fp: tuple | None = None  # what ΔW was made of at merge time (see _fingerprint)
         self.reset_parameters()
 
     @property
@@ -115,20 +113,23 @@ class LoRALinear(nn.Module):
         work = self._work_dtype()
         return (self.B.detach().to(work) @ self.A.detach().to(work)) * self.scaling
 
-    def _delta_is_finite(self) -> bool:
-        """Whether ΔW = scaling·B@A is finite, usually without forming ΔW.
+    def _check_mergeable(self) -> None:
+        """Raise ValueError, touching nothing, if W + ΔW would hold NaN or inf, in any dtype.
 
-        Each entry of ΔW (and each partial sum of the matmul) is at most max(1, scaling)·r·max|B|·max|A|
-        in size; when that bound is far below the float32 maximum (and A, B hold no NaN/inf, which make
-        the bound NaN/inf) ΔW is finite. Only otherwise is ΔW computed and checked.
+        Every entry of W + ΔW (and every partial sum of the matmul) is at most max|W| +
+        max(1, scaling)·r·max|B|·max|A| in size. When that bound is well below the dtype's largest number
+        (False if W, A or B hold NaN/inf) the merge is finite; only otherwise is W + ΔW formed and checked.
         """
-        # min and max of A and B in two reductions and one device→host copy (one sync on a GPU); NaN propagates
-        lo_a, hi_a, lo_b, hi_b = torch.stack([*torch.aminmax(self.A.detach()),
-                                              *torch.aminmax(self.B.detach())]).float().tolist()
-        bound = max(-lo_a, hi_a) * max(-lo_b, hi_b) * self.r * max(1.0, self.scaling)
-        if bound < 1e37:  # False for NaN too
-            return True
-        return bool(torch.isfinite(self._delta_fp32()).all())
+        # min and max of A, B, W in three reductions and one device→host copy (one sync on a GPU); NaN propagates
+        W = self.base.weight.detach()
+        lo_a, hi_a, lo_b, hi_b, lo_w, hi_w = torch.cat(
+            [torch.stack(torch.aminmax(t.detach())).float() for t in (self.A, self.B, W)]).tolist()
+        bound = max(-lo_w, hi_w) + max(-lo_a, hi_a) * max(-lo_b, hi_b) * self.r * max(1.0, self.scaling)
+        if bound < torch.finfo(W.dtype).max / 4:
+            return
+        if not torch.isfinite(self._delta_fp32()).all():
+            raise ValueError("refusing to merge: ΔW = scaling·B@A contains NaN or inf (weights untouched)")
+        self._shifted(+1.0)  # raises if W + ΔW is not finite in the weight's dtype
 
     def _shifted(self, sign: float) -> torch.Tensor:
         """W + sign·ΔW for a low-precision layer, computed in float32 and cast back; refuses an overflow."""
@@ -141,12 +142,19 @@ class LoRALinear(nn.Module):
             raise ValueError(f"refusing to merge: W ± ΔW overflows {W.dtype} (weights untouched)")
         return new
 
-    def _check_mergeable(self) -> None:
-        """Raise ValueError, touching nothing, if merging would put NaN or inf into the weight."""
-        if not self._delta_is_finite():
-            raise ValueError("refusing to merge: ΔW = scaling·B@A contains NaN or inf (weights untouched)")
-        if self.base.weight.dtype != self._work_dtype():
-            self._shifted(+1.0)
+    def _fingerprint(self) -> tuple:
+        """What ΔW is made of: scaling, dtype, shapes and a BLAKE2 digest of A's and B's bytes (read in place
+        on the CPU). Any change shows: in place, through ``.data``, a reassigned ``layer.A``, a new scaling."""
+        h = hashlib.blake2b(digest_size=16)
+        for t in (self.A, self.B):
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())
+        return self.scaling, self.A.dtype, self.A.shape, self.B.shape, h.digest()
+
+    def _check_unmergeable(self) -> None:
+        """Raise RuntimeError, touching nothing, if unmerge() could not give W0 back."""
+        if self._merged and self._W0 is None and self._merged_fp != self._fingerprint():
+            raise RuntimeError("A, B or scaling changed while the layer was merged, so subtracting today's ΔW "
+                               "would not restore W0; train only unmerged layers (or merge with keep_original=True)")
 
     def _add_delta_(self, sign: float) -> None:
         """W ← W + sign·ΔW in the work dtype, fused into one addmm (in place for float32/float64 layers)."""
@@ -186,32 +194,37 @@ class LoRALinear(nn.Module):
             raise RuntimeError("LoRALinear is already merged; merging twice would add ΔW twice")
         if not isinstance(keep_original, bool):
             raise TypeError(f"keep_original must be a bool, got {type(keep_original).__name__}")
-        if not self._delta_is_finite():
-            raise ValueError("refusing to merge: ΔW = scaling·B@A contains NaN or inf (weights untouched)")
-        original = self.base.weight.detach().clone() if keep_original else None
+        self._check_mergeable()
+        self._merge(keep_original)
+
+    @torch.no_grad()
+    def _merge(self, keep_original: bool) -> None:  # the caller has run _check_mergeable
+        self._merged_fp = None if keep_original else self._fingerprint()
+        self._W0 = self.base.weight.detach().clone() if keep_original else None
         self._add_delta_(+1.0)
-        self._W0 = original
         self._merged = True
-        self._merged_versions = (self.A._version, self.B._version)
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """W ← W − ΔW (float32 arithmetic), or the exact W0 if merge(keep_original=True) was used."""
+        """W ← W − ΔW (float32 arithmetic), or the exact W0 if merge(keep_original=True) was used.
+
+        Subtraction gives W0 back up to rounding, not bit for bit: entry by entry
+        |W − W0| ≤ 2(r + 1)·eps·(|W0| + scaling·|B|·|A|), eps that of the weight's dtype and |B|·|A| the
+        product of the absolute matrices (at most r + 1 roundings of addmm's sums, on the way in and out).
+        When |ΔW| ≫ |W0| that is far from "1e-6 relative to W0": keep_original=True is the way to exact.
+        """
         if not self._merged:
             raise RuntimeError("LoRALinear is not merged; there is nothing to unmerge")
-        if self._merged_versions != (self.A._version, self.B._version) and self._W0 is None:
-            raise RuntimeError(
-                "A or B changed while the layer was merged, so subtracting today's ΔW would not "
-                "restore W0; train only unmerged layers (or merge with keep_original=True)"
-            )
-        W = self.base.weight
+        self._check_unmergeable()
+        self._unmerge()
+
+    @torch.no_grad()
+    def _unmerge(self) -> None:  # the caller has run _check_unmergeable
         if self._W0 is not None:
-            W.copy_(self._W0)
-            self._W0 = None
+            self.base.weight.copy_(self._W0)
         else:
             self._add_delta_(-1.0)
-        self._merged = False
-        self._merged_versions = None
+        self._merged, self._W0, self._merged_fp = False, None, None
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "

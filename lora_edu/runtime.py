@@ -2,28 +2,66 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import random
+import reprlib
 
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "fast_mode", "pick"]
+__all__ = ["get_device", "seed_everything", "fast_mode", "pick", "check_number", "brief"]
 
 _DEVICES = ("cpu", "cuda", "mps")
 
 
+class _Brief(reprlib.Repr):
+    """repr for error messages: short, shallow, and never failing (a 5,000-digit int, a list nested 10⁴ deep)."""
+
+    def repr_int(self, x, level):
+        return repr(x) if x.bit_length() < 128 else f"<int of {x.bit_length()} bits>"
+
+
+_brief = _Brief()
+_brief.maxstring = _brief.maxother = 60
+brief = _brief.repr
+
+
+def check_number(name: str, value, lo: float = -math.inf, hi: float = math.inf, integer: bool = False,
+                 bounds: str = "[]"):
+    """`value` (an int, or a float unless `integer`) if it is finite and within lo..hi, else a TypeError or
+    ValueError naming `name`. `bounds` "[]", "(]", "[)" or "()" says which ends are allowed; never OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, got {type(value).__name__}")
+    try:
+        f = float(value)
+    except OverflowError:  # an int beyond float range: outside every range we allow
+        f = math.inf
+    ok = (f > lo if bounds[0] == "(" else f >= lo) and (f < hi if bounds[1] == ")" else f <= hi)
+    if not (ok and math.isfinite(f)):
+        raise ValueError(f"{name} must be a finite {'int' if integer else 'number'} in {bounds[0]}{lo:g}, "
+                         f"{hi:g}{bounds[1]}, got {brief(value)}")
+    return int(value) if integer else f
+
+
 def get_device(device=None) -> torch.device:
     """CUDA if present, else Apple MPS, else CPU; `device` or env LORA_EDU_DEVICE overrides."""
-    choice = device if device is not None else os.environ.get("LORA_EDU_DEVICE") or None
+    env = os.environ.get("LORA_EDU_DEVICE") or None
+    choice, name = (device, "device") if device is not None else (env, "LORA_EDU_DEVICE")
     if choice is not None:
-        dev = torch.device(choice)
+        if isinstance(choice, bool) or not isinstance(choice, (str, int, torch.device)):
+            raise TypeError(f"{name} must be a device name such as 'cpu' or 'cuda', got {type(choice).__name__}")
+        try:
+            dev = torch.device(choice)
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"{name} must be one of {_DEVICES} (optionally with ':N'), got {brief(choice)}") from e
         if dev.type not in _DEVICES:
-            raise ValueError(f"device must be one of {_DEVICES}, got {choice!r}")
+            raise ValueError(f"{name} must be one of {_DEVICES}, got {brief(choice)}")
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {choice!r} was asked for but CUDA is not available")
+            raise ValueError(f"{name}={brief(choice)} was asked for but CUDA is not available")
         if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device {choice!r} was asked for but MPS is not available")
+            raise ValueError(f"{name}={brief(choice)} was asked for but MPS is not available")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -34,8 +72,7 @@ def get_device(device=None) -> torch.device:
 
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); returns a CPU torch.Generator with that seed."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = check_number("seed", seed, 0, 2**63 - 1, integer=True)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -179,10 +180,22 @@ def _pair(r=4, k=64, d=64, dtype=torch.float32):
 
 @pytest.mark.parametrize(("kwargs", "exc", "match"), [
     (dict(r=0), ValueError, "r must"),
-    (dict(r="4"), ValueError, "r must"),
-    (dict(r=True), ValueError, "r must"),
+    (dict(r="4"), TypeError, "r must"),
+    (dict(r=True), TypeError, "r must"),
+    (dict(r=10**400), ValueError, "r must"),
     (dict(alpha=0), ValueError, "alpha"),
     (dict(alpha=float("inf")), ValueError, "alpha"),
+    (dict(alpha=10**400), ValueError, "alpha"),
+    (dict(targets=("q_proj", "q_proj")), ValueError, "distinct"),
+    (dict(targets=("q proj",)), ValueError, "targets"),
+    (dict(targets=("a..b",)), ValueError, "targets"),
+    (dict(tensors={"x": _pair()}), ValueError, "targets .* do not fit"),
+    (dict(targets=("x", "y"), tensors={"x": _pair()}), ValueError, "selecting no layer .*'y'"),
+    (dict(tensors={"": _pair()}), ValueError, "layer name"),
+    (dict(tensors={"q_proj": (torch.zeros(4, 3), torch.zeros(64, 4))}), ValueError, "r ≤ min"),
+    (dict(tensors={"q_proj": (torch.full((4, 64), float("nan")), torch.zeros(64, 4))}), ValueError, "NaN or inf"),
+    (dict(tensors={"q_proj": (torch.zeros(4, 64), torch.full((64, 4), float("-inf")))}), ValueError, "NaN or inf"),
+    (dict(tensors={"q_proj": _pair(dtype=torch.float8_e4m3fn)}), ValueError, "dtype"),
     (dict(rslora="no"), TypeError, "rslora"),
     (dict(targets="q_proj"), ValueError, "targets"),
     (dict(targets=()), ValueError, "targets"),
@@ -210,7 +223,7 @@ def test_load_adapter_refuses_mismatches_untouched(pretrained, make_adapter, sna
     small = le.ToyTransformer(le.ToyConfig(d_model=32))
     le.add_lora(small, ("q_proj", "v_proj"), r=4, alpha=8)
     wrong_shape = le.extract_adapter(small)
-    partial = le.Adapter(a.r, a.alpha, a.targets, a.rslora, {QV[0]: a.tensors[QV[0]]})
+    partial = le.Adapter(a.r, a.alpha, ("q_proj",), a.rslora, {QV[0]: a.tensors[QV[0]]})
 
     snap = snapshot(pretrained)
     for bad, match in ((wrong_names, "not an nn.Linear"), (wrong_shape, "ΔW for"), (partial, "do not match")):
@@ -249,8 +262,11 @@ def test_merge_adapter_refusals_leave_model_untouched(pretrained, make_adapter, 
     cases = [
         (lambda: le.merge_adapter(pretrained, nan), ValueError, "NaN or inf"),
         (lambda: le.merge_adapter(pretrained, a, weight=float("nan")), ValueError, "weight"),
-        (lambda: le.merge_adapter(pretrained, a, weight=True), ValueError, "weight"),
-        (lambda: le.merge_adapter(pretrained, a, weight="1"), ValueError, "weight"),
+        (lambda: le.merge_adapter(pretrained, a, weight=True), TypeError, "weight"),
+        (lambda: le.merge_adapter(pretrained, a, weight="1"), TypeError, "weight"),
+        (lambda: le.merge_adapter(pretrained, a, weight=10**400), ValueError, "weight"),
+        (lambda: le.merge_adapter(pretrained, a, weight=1e30), ValueError, "weight"),
+        (lambda: le.unmerge_adapter(pretrained, a, weight=-1e5), ValueError, "weight"),
         (lambda: le.merge_adapter(pretrained, le.extract_adapter(small)), ValueError, "ΔW for"),
         (lambda: le.unmerge_adapter(pretrained, nan), ValueError, "NaN or inf"),
         (lambda: le.merge_adapter(pretrained, "adapter"), TypeError, "adapter must be"),
@@ -278,10 +294,16 @@ def saved(make_adapter, tmp_path) -> Path:
     return make_adapter(1).save(tmp_path / "good")
 
 
+def _stamp(directory: Path) -> None:
+    """Record the weights file's present SHA-256 in the config, as a save would (so the parser is what refuses)."""
+    _rewrite_config(directory, weights_sha256=hashlib.sha256((directory / WEIGHTS_NAME).read_bytes()).hexdigest())
+
+
 def _rewrite_weights(directory: Path, fn) -> None:
     w = directory / WEIGHTS_NAME
     flat = load_file(str(w))
     save_file(fn(flat), str(w), metadata={"format": "lora_edu.adapter"})
+    _stamp(directory)
 
 
 def _rewrite_config(directory: Path, **changes) -> None:
@@ -350,6 +372,7 @@ def test_mixed_dtypes(saved):
 def test_safetensors_not_written_by_lora_edu(saved):
     w = saved / WEIGHTS_NAME
     save_file(load_file(str(w)), str(w))  # no metadata: e.g. a PEFT or hand-made file
+    _stamp(saved)
     with pytest.raises(ValueError, match="not written by lora_edu"):
         le.Adapter.load(saved)
 
@@ -360,6 +383,9 @@ def test_truncated_safetensors(saved, keep):
     data = w.read_bytes()
     cut = int(len(data) * keep) if isinstance(keep, float) else (len(data) + keep if keep < 0 else keep)
     w.write_bytes(data[:cut])
+    with pytest.raises(ValueError, match="does not match"):  # the config's SHA-256 catches it first
+        le.Adapter.load(saved)
+    _stamp(saved)
     with pytest.raises(ValueError, match="safetensors"):
         le.Adapter.load(saved)
 
@@ -368,6 +394,7 @@ def test_truncated_safetensors(saved, keep):
                                      b'{"format": "lora_edu.adapter"}', b"\x00" * 64])
 def test_non_safetensors_file(saved, payload):
     (saved / WEIGHTS_NAME).write_bytes(payload)
+    _stamp(saved)
     with pytest.raises(ValueError, match="safetensors"):
         le.Adapter.load(saved)
 
@@ -386,11 +413,13 @@ def test_pickle_renamed_is_refused_and_never_unpickled(saved, tmp_path):
     marker = tmp_path / "unpickled.txt"
     payload = {f"{QV[0]}.A": _Trap(str(marker)), "x": torch.zeros(2)}
     (saved / WEIGHTS_NAME).write_bytes(pickle.dumps(payload))
+    _stamp(saved)
     with pytest.raises(ValueError, match="safetensors"):
         le.Adapter.load(saved)
     assert not marker.exists()
     # a torch.save checkpoint (zip + pickle) renamed to the safetensors name
     torch.save({"trap": _Trap(str(marker))}, saved / WEIGHTS_NAME)
+    _stamp(saved)
     with pytest.raises(ValueError, match="safetensors"):
         le.Adapter.load(saved)
     assert not marker.exists()
@@ -404,8 +433,12 @@ def test_pickle_renamed_is_refused_and_never_unpickled(saved, tmp_path):
 @pytest.mark.parametrize(("text", "match"), [
     ("{not json", "not valid JSON"),
     ("", "not valid JSON"),
-    ("[1, 2, 3]", "not a lora_edu adapter config"),
-    ('"lora_edu.adapter"', "not a lora_edu adapter config"),
+    ("[1, 2, 3]", "must hold a JSON object"),
+    ('"lora_edu.adapter"', "must hold a JSON object"),
+    ('{"format": "lora_edu.adapter", "format": "x"}', "duplicate key 'format'"),
+    ('{"format": NaN}', "NaN is not JSON"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"r": ' + "9" * 5000 + "}", "not valid JSON"),
     ('{"peft_type": "LORA", "r": 4}', "not a lora_edu adapter config"),
 ])
 def test_wrong_json_text(saved, text, match):
@@ -422,7 +455,11 @@ def test_config_not_utf8(saved):
 
 @pytest.mark.parametrize(("changes", "exc", "match"), [
     (dict(format="peft"), ValueError, "format"),
-    (dict(format_version=2), ValueError, "format_version"),
+    (dict(format_version=3), ValueError, "format_version"),
+    (dict(format_version=1), ValueError, "format_version"),
+    (dict(extra=1), ValueError, "unknown fields"),
+    (dict(weights_sha256="0" * 64), ValueError, "does not match"),
+    (dict(weights_sha256=None), ValueError, "does not match"),
     (dict(r=_DROP), ValueError, "lacks"),
     (dict(layers=_DROP, targets=_DROP), ValueError, "lacks"),
     (dict(r="4"), ValueError, "r must"),
@@ -430,7 +467,13 @@ def test_config_not_utf8(saved):
     (dict(r=4.0), ValueError, "r must"),
     (dict(alpha=-1), ValueError, "alpha"),
     (dict(alpha="8"), ValueError, "alpha"),
-    (dict(rslora="false"), TypeError, "rslora"),
+    (dict(rslora="false"), ValueError, "rslora"),
+    (dict(r=10**400), ValueError, "r must"),
+    (dict(alpha=10**400), ValueError, "alpha"),
+    (dict(alpha=1e300), ValueError, "alpha"),
+    (dict(targets=["k_proj"]), ValueError, "do not fit"),
+    (dict(targets=["q_proj", "v_proj", "k_proj"]), ValueError, "selecting no layer"),
+    (dict(layers=QV + QV[:1]), ValueError, "distinct"),
     (dict(dtype="int8"), ValueError, "dtype"),
     (dict(dtype=None), ValueError, "dtype"),
     (dict(dtype="bfloat16"), ValueError, "dtype"),
@@ -480,10 +523,158 @@ def test_merge_adapter_refuses_float16_overflow_and_touches_nothing():
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)).half()
     A = torch.full((2, 8), 10.0, dtype=torch.float16)
     B = torch.full((8, 2), 10.0, dtype=torch.float16)
-    adapter = le.Adapter(2, 2.0, ("0", "1"), False, {"0": (A, B), "1": (A.clone(), B.clone())})
+    adapter = le.Adapter(2, 2.0, ("0", "1"), False, {"0": (A / 10, B / 10), "1": (A, B)})  # ΔW 2 and 200
     with torch.no_grad():
         model[1].weight.fill_(65500.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="overflows"):
         le.merge_adapter(model, adapter)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ---- files: memory ownership and atomic saves ----------------------------------------------------------
+
+def test_loaded_adapter_owns_its_memory(saved, pretrained, tokens):
+    """Truncating or rewriting the files after load changes nothing (no memory map survives Adapter.load)."""
+    a = le.Adapter.load(saved)
+    before = {n: (A.clone(), B.clone()) for n, (A, B) in a.tensors.items()}
+    reference = with_adapter(pretrained, a)(tokens)
+    w = saved / WEIGHTS_NAME
+    size = w.stat().st_size
+    with open(w, "r+b") as f:  # overwrite in place, same inode: a mapped tensor would see these bytes
+        f.write(b"\xff" * size)
+    with open(w, "r+b") as f:
+        f.truncate(0)  # a mapped tensor would now raise SIGBUS on access
+    (saved / CONFIG_NAME).write_text("{}")
+    for n, (A, B) in a.tensors.items():
+        assert torch.equal(A, before[n][0]) and torch.equal(B, before[n][1])
+    le.merge_adapter(pretrained, a)
+    assert (pretrained(tokens) - reference).abs().max().item() <= 1e-5
+    with torch.no_grad():  # and the tensors are writable memory of their own
+        a.tensors[QV[0]][0].mul_(2)
+
+
+def test_save_refuses_to_overwrite_unless_asked(make_adapter, tmp_path):
+    a, b = make_adapter(1), make_adapter(2)
+    out = a.save(tmp_path / "ad")
+    with pytest.raises(FileExistsError, match=str(out / WEIGHTS_NAME)):
+        b.save(out)
+    assert torch.equal(le.Adapter.load(out).tensors[QV[0]][1], a.tensors[QV[0]][1])
+    with pytest.raises(TypeError, match="overwrite"):
+        b.save(out, overwrite="yes")
+    b.save(out, overwrite=True)
+    assert torch.equal(le.Adapter.load(out).tensors[QV[0]][1], b.tensors[QV[0]][1])
+    (tmp_path / "empty").mkdir()  # an existing directory without an adapter is fine
+    a.save(tmp_path / "empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ad", "empty"]  # no temporary directory left
+    assert sorted(p.name for p in out.iterdir()) == sorted([CONFIG_NAME, WEIGHTS_NAME])
+
+
+def test_save_gives_both_files_the_same_umask_permissions(make_adapter, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        out = make_adapter(1).save(tmp_path / "ad")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == {CONFIG_NAME: 0o640, WEIGHTS_NAME: 0o640}
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+
+
+def test_save_never_writes_through_a_planted_symlink(make_adapter, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "ad"
+    out.mkdir()
+    (out / CONFIG_NAME).symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        make_adapter(1).save(out)
+    make_adapter(1).save(out, overwrite=True)
+    assert victim.read_text() == "precious"
+    assert not (out / CONFIG_NAME).is_symlink()
+    assert le.Adapter.load(out).r == 4
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_failed_save_leaves_the_old_pair_or_nothing(make_adapter, tmp_path, monkeypatch, fresh):
+    """The config write fails (a full disk, simulated): no mixed pair, no half-written directory, no litter."""
+    import os
+
+    a = make_adapter(1)
+    out = tmp_path / "ad"
+    if not fresh:
+        a.save(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()} if not fresh else None
+    real_open = os.open
+
+    def full_disk(path, flags, *args, **kwargs):
+        if str(path).endswith(CONFIG_NAME) and flags & os.O_CREAT:
+            raise OSError(28, "No space left on device")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        make_adapter(2).save(out, overwrite=True)
+    monkeypatch.undo()
+    if fresh:
+        assert not out.exists()
+    else:
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        assert torch.equal(le.Adapter.load(out).tensors[QV[0]][1], a.tensors[QV[0]][1])
+    assert [p.name for p in tmp_path.iterdir()] == (["ad"] if not fresh else [])
+
+
+def test_a_torn_pair_is_refused(make_adapter, tmp_path):
+    """New weights beside an old config (a crash between the two renames) cannot load with the wrong α."""
+    one, two = make_adapter(1, alpha=8).save(tmp_path / "one"), make_adapter(2, alpha=2).save(tmp_path / "two")
+    (one / WEIGHTS_NAME).write_bytes((two / WEIGHTS_NAME).read_bytes())
+    with pytest.raises(ValueError, match="not saved together"):
+        le.Adapter.load(one)
+
+
+@pytest.mark.parametrize("kind", ["dir", "fifo", "devzero", "huge"])
+def test_special_or_oversized_files_are_refused(saved, kind, monkeypatch):
+    import os
+
+    c = saved / CONFIG_NAME
+    c.unlink()
+    if kind == "dir":
+        c.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(c)
+    elif kind == "devzero":
+        c.symlink_to("/dev/zero")
+    else:
+        with open(c, "wb") as f:
+            f.truncate(8 << 30)  # a sparse 8 GiB file: only its size is ever looked at
+    with pytest.raises(ValueError, match="regular file|allowed"):
+        le.Adapter.load(saved)
+
+
+def test_missing_config_and_not_a_directory(saved, tmp_path):
+    (saved / CONFIG_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match=CONFIG_NAME):
+        le.Adapter.load(saved)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        le.Adapter.load(f)
+    with pytest.raises(TypeError, match="directory"):
+        le.Adapter.load(3)
+    with pytest.raises(ValueError, match="device"):
+        le.Adapter.load(saved, device="gpu")
+
+
+def test_adapter_layer_inside_a_lora_layer_is_refused(pretrained, make_adapter, snapshot):
+    """Names ending in '.base' (the nn.Linear inside a LoRALinear) do not pass for a plain model."""
+    a = make_adapter(1)
+    le.add_lora(pretrained, ("q_proj", "v_proj"), r=4, alpha=8)
+    inside = le.Adapter(a.r, a.alpha, ("base",), a.rslora, {f"{n}.base": t for n, t in a.tensors.items()})
+    snap = snapshot(pretrained)
+    for call in (le.merge_adapter, le.unmerge_adapter):
+        with pytest.raises(ValueError, match="inside"):
+            call(pretrained, inside)
+        snap.assert_unchanged(pretrained)

@@ -117,7 +117,7 @@ def test_merged_forward_matches_unmerged(layer):
 
 @SETTINGS
 @given(
-    st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12)), min_size=1, max_size=4),
+    st.lists(st.tuples(st.integers(4, 12), st.integers(4, 12)), min_size=1, max_size=4),  # r ≤ min(d, k)
     st.integers(1, 4),
     st.sampled_from(DTYPES),
     st.floats(0.5, 32.0),
