@@ -1,16 +1,19 @@
 # lora-edu: `make lab` opens the series, `make test` runs every check. Both create .venv first.
+# TORCH_INDEX=auto|cpu|cuda|default|cuXYZ|URL picks the torch build (tools/install_torch.py --help); auto takes
+# the CPU-only build (~190 MB) on Linux without an NVIDIA GPU, instead of the ~2.7 GB CUDA build.
 PY      ?= python3
+TORCH_INDEX ?= auto
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PIP     := $(BIN)/python -m pip install -q -c constraints.txt
 BASE    := $(VENV)/.installed-base
 DEV     := $(VENV)/.installed-dev
 
-.PHONY: setup setup-dev lab test lint html student solutions bench times pretrain clean
+.PHONY: setup setup-dev lab test lint html student solutions bench times pretrain gpu-check clean
 
 $(BASE): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) torch          # the tested torch first (constraints.txt), never an unpinned multi-GB build
+	$(BIN)/python tools/install_torch.py --index $(TORCH_INDEX)   # the pinned torch first, CPU-only without a GPU
 	$(PIP) -e .
 	$(BIN)/python -c "import lora_edu, ipywidgets, jupyterlab_widgets; print('lora_edu', lora_edu.__version__, 'ready')"
 	touch $@
@@ -46,10 +49,13 @@ times: $(DEV)  ## time every notebook in fast and full mode
 	$(BIN)/python benchmarks/notebook_times.py
 
 bench: $(DEV)  ## LoRA vs PEFT performance table
-	$(BIN)/python -m lora_edu.bench
+	$(BIN)/python benchmarks/peft_bench.py
 
-pretrain: $(BASE)  ## regenerate the shipped checkpoint deterministically
-	$(BIN)/python -m lora_edu.pretrain
+pretrain: $(BASE)  ## retrain the checkpoint into build/ (REPLACE=1: overwrite the shipped one)
+	$(BIN)/python -m lora_edu.pretrain $(if $(REPLACE),--replace-shipped)
+
+gpu-check: $(DEV)  ## on a CUDA machine: tests on the GPU, notebooks 05-06 in full, PEFT bench with CUDA graphs
+	$(BIN)/python tools/gpu_check.py
 
 clean:
 	rm -rf build notebooks/student .pytest_cache

@@ -1,4 +1,9 @@
-"""Regenerate the shipped checkpoint: `python -m lora_edu.pretrain [--out PATH]` (deterministic on CPU)."""
+"""Retrain the shipped checkpoint: `python -m lora_edu.pretrain [--out PATH | --replace-shipped]`.
+
+It writes build/toy_pretrained.safetensors unless --replace-shipped is given. One thread and fixed seeds make it
+repeatable on one machine and torch build (the same bytes run after run); another CPU may round differently (every
+tensor differed, by up to 6.5e-4, on a second x86 CPU with the same torch): an equivalent model, not the same file.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .adapters import write_atomic
 from .model import ToyConfig, ToyTransformer
 from .pretrained import CHECKPOINT
 from .runtime import seed_everything
@@ -31,29 +37,33 @@ def pretrain(steps: int | None = None, progress: bool = True) -> tuple[ToyTransf
 
 
 def save_checkpoint(model: ToyTransformer, recipe: dict, path=CHECKPOINT) -> dict:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     acc = evaluate(model, recipe["task"], n_examples=2048)
     meta = {"lora_edu_config": json.dumps(model.cfg.to_dict()), "lora_edu_recipe": json.dumps(recipe),
             "lora_edu_accuracy": json.dumps({recipe["task"]: acc}),
             "lora_edu_torch": json.dumps(torch.__version__)}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=meta)
+    path = Path(path)
+    write_atomic(path.parent, {path.name: save(state, metadata=meta)}, overwrite=True)
     return {recipe["task"]: acc}
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default=str(CHECKPOINT), help="where to write the safetensors file")
+    ap = argparse.ArgumentParser(prog="python -m lora_edu.pretrain", description=__doc__.split("\n", 2)[2])
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=Path("build/toy_pretrained.safetensors"), help="file to write")
+    where.add_argument("--replace-shipped", action="store_true", help=f"overwrite the shipped {CHECKPOINT.name}")
     ap.add_argument("--steps", type=int, default=None, help=f"default {RECIPE['steps']}")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)  # one thread: the same bytes on every CPU, and no oversubscription on small boxes
+    out = CHECKPOINT if args.replace_shipped else args.out
+    torch.set_num_threads(1)  # one thread: repeatable sums on this machine, and no oversubscription on small boxes
     t0 = time.perf_counter()
     model, recipe = pretrain(args.steps)
-    acc = save_checkpoint(model, recipe, args.out)
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} KiB) in "
-          f"{time.perf_counter() - t0:.0f} s; accuracy {acc}")
+    acc = save_checkpoint(model, recipe, out)
+    same = out != CHECKPOINT and out.read_bytes() == CHECKPOINT.read_bytes()
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in {time.perf_counter() - t0:.0f} s; accuracy {acc}; "
+          + ("" if out == CHECKPOINT else f"{'the same' if same else 'not the same'} bytes as the shipped file"))
 
 
 if __name__ == "__main__":
