@@ -1,7 +1,9 @@
 """Adapters as values: the (A, B) pairs of a fine-tune, saved, loaded, switched and stacked.
 
 §4.1: to switch task, "subtract BA and add B'A'". An `Adapter` is that BA as data; it is stored
-as `adapter_model.safetensors` + `adapter_config.json` (the layout PEFT uses) and never unpickled.
+as `adapter_model.safetensors` + `adapter_config.json` and never unpickled. PEFT uses the same two file names
+but its own tensor names and config fields: `save(dir, format="peft")` writes PEFT's layout (peft_format.py),
+and `load` reads either, so `le.load_adapter(model, dir)` takes a directory from lora_edu or from PEFT.
 Files are written atomically and read strictly (bounded sizes, no duplicate JSON keys, finite tensors).
 """
 
@@ -23,6 +25,7 @@ from torch import nn
 
 from .inject import _check_model, _matches, add_lora, linear_names, lora_layers
 from .layer import ALPHA_MAX, LoRALinear
+from .peft_format import from_peft, is_peft_config, to_peft
 from .runtime import brief, check_number, get_device
 
 __all__ = ["Adapter", "extract_adapter", "load_adapter", "merge_adapter", "unmerge_adapter"]
@@ -255,33 +258,52 @@ class Adapter:
                 "targets": list(self.targets), "rslora": self.rslora,
                 "dtype": _dtype_name(self.dtype), "layers": sorted(self.tensors)}
 
-    def save(self, directory, overwrite: bool = False) -> Path:
+    def save(self, directory, overwrite: bool = False, format: str = "lora_edu") -> Path:
         """Write adapter_model.safetensors + adapter_config.json into `directory` (created if needed), atomically.
 
+        format="peft" writes PEFT's layout, which `peft.PeftModel.from_pretrained(model, directory)` loads.
         An existing adapter there is replaced only with overwrite=True (else FileExistsError)."""
         from safetensors.torch import save
 
+        if format not in ("lora_edu", "peft"):
+            raise ValueError(f"format must be 'lora_edu' or 'peft', got {brief(format)}")
         self.validate()
-        weights = save({f"{n}.{m}": t.detach().cpu().contiguous()
-                        for n, pair in self.tensors.items() for m, t in zip("AB", pair)}, metadata={"format": FORMAT})
-        cfg = dict(self.config_dict(), weights_sha256=hashlib.sha256(weights).hexdigest())
+        peft = format == "peft"
+        cfg, flat = to_peft(self) if peft else (self.config_dict(), {
+            f"{n}.{m}": t for n, pair in self.tensors.items() for m, t in zip("AB", pair)})
+        weights = save({k: t.detach().cpu().contiguous() for k, t in flat.items()},
+                       metadata={"format": "pt" if peft else FORMAT})
+        if not peft:
+            cfg["weights_sha256"] = hashlib.sha256(weights).hexdigest()
         config = (json.dumps(cfg, indent=2) + "\n").encode()
         return write_atomic(directory, {WEIGHTS_NAME: weights, CONFIG_NAME: config}, overwrite)
 
     @classmethod
     def load(cls, directory, device=None) -> Adapter:
-        """Read and check an adapter directory. Foreign, torn, oversized, corrupt or inconsistent files are refused
-        with a ValueError naming the file and field (FileNotFoundError for a missing one). The tensors are copied
-        into memory the adapter owns: the files may change or vanish afterwards."""
+        """Read and check an adapter directory, lora_edu's or PEFT's (told apart by the config). Foreign, torn,
+        oversized, corrupt or inconsistent files, and PEFT features lora_edu lacks, are refused with a ValueError
+        naming the file and field (FileNotFoundError for a missing one). The tensors are copied into memory the
+        adapter owns: the files may change or vanish afterwards."""
         directory = _as_path(directory)
         device = None if device is None else get_device(device)
         if not directory.is_dir():
             if directory.exists():
                 raise ValueError(f"directory: {directory} is not a directory")
             raise FileNotFoundError(f"directory: {directory} does not exist")
+        if not os.path.lexists(directory / WEIGHTS_NAME) and os.path.lexists(directory / "adapter_model.bin"):
+            raise ValueError(f"{directory} holds adapter_model.bin, a pickle file, which lora_edu never unpickles; "
+                             "save it with safetensors (PEFT: save_pretrained(..., safe_serialization=True))")
         cfg = parse_json(read_bounded(directory / CONFIG_NAME, MAX_CONFIG_BYTES), CONFIG_NAME)
+        if is_peft_config(cfg):
+            flat, _ = parse_safetensors(read_bounded(directory / WEIGHTS_NAME, MAX_WEIGHTS_BYTES), WEIGHTS_NAME)
+            try:
+                adapter = cls(**from_peft(cfg, flat))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{directory}: {e}") from e
+            return adapter if device is None else adapter.to(device)
         if cfg.get("format") != FORMAT:
-            raise ValueError(f"{CONFIG_NAME} is not a lora_edu adapter config (format != {FORMAT!r})")
+            raise ValueError(f"{CONFIG_NAME} is neither a lora_edu adapter config (format != {FORMAT!r}) nor "
+                             "PEFT's (no peft_type)")
         if cfg.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{CONFIG_NAME}: unsupported format_version {brief(cfg.get('format_version'))} "
                              f"(this lora_edu reads {FORMAT_VERSION}; save the adapter again)")
@@ -338,11 +360,15 @@ def _check_adapter(adapter) -> None:
     adapter.validate()
 
 
-def load_adapter(model: nn.Module, adapter: Adapter) -> list[str]:
+def load_adapter(model: nn.Module, adapter) -> list[str]:
     """Copy an adapter's A, B into the model's LoRA layers (adding them with its config if there are none).
 
+    `adapter` is an Adapter or a directory in lora_edu's or PEFT's format: ``le.load_adapter(model, "my_dir")``.
     Names, shapes and rank are checked first; on any mismatch the model is left untouched.
     """
+    _check_model(model)
+    if isinstance(adapter, (str, os.PathLike)):
+        adapter = Adapter.load(adapter)
     _check_adapter(adapter)
     layers = lora_layers(model)
     if not layers:

@@ -97,17 +97,18 @@ def from_peft(cfg: dict, flat: dict) -> dict:
     """Adapter(**from_peft(cfg, tensors)): checks the config, maps its fields and renames the tensors.
 
     Defaults are PEFT's (r = lora_alpha = 8). Targets are PEFT's target_modules when that is a list of name
-    suffixes selecting every stored layer; otherwise (a regex, "all-linear", layers_to_transform, exclusions)
-    the stored layers' own names, so that exactly those layers are adapted.
+    suffixes selecting exactly the stored layers; otherwise (a regex, "all-linear", layers_to_transform,
+    exclusions) the stored layers' own names.
     """
     _check(cfg)
     layers = peft_layers(flat)
     tm = cfg.get("target_modules")
     narrowed = any(cfg.get(k) not in (None, [], "") for k in ("layers_to_transform", "layers_pattern",
                                                               "exclude_modules"))
-    plain_list = isinstance(tm, list) and tm and all(isinstance(t, str) and t for t in tm)
-    if narrowed or not plain_list or not all(any(_matches(n, t) for t in tm) for n in layers):
-        tm = layers
+    if narrowed or not isinstance(tm, list) or not all(isinstance(t, str) and t for t in tm) \
+            or {t for t in tm for n in layers if _matches(n, t)} != set(tm) \
+            or not all(any(_matches(n, t) for t in tm) for n in layers):
+        tm = layers  # select exactly the stored layers
     tensors = {n: (flat[f"{PREFIX}{n}.lora_A.weight"], flat[f"{PREFIX}{n}.lora_B.weight"]) for n in layers}
-    return {"r": cfg.get("r", 8), "alpha": cfg.get("lora_alpha", 8), "targets": tuple(sorted(tm)),
+    return {"r": cfg.get("r", 8), "alpha": cfg.get("lora_alpha", 8), "targets": tuple(sorted(set(tm))),
             "rslora": cfg.get("use_rslora", False), "tensors": tensors}
