@@ -1,8 +1,9 @@
 """lora_edu — learn LoRA (Hu et al. 2021) from the matrix up.
 
-Layers of ideas, each importing only the ones before it:
-lowrank (pure math) ← layer (LoRALinear) ← inject / adapters (model level) ← model, tasks, train
-← widgets, plots, checks (UI; the only modules that import ipywidgets or matplotlib).
+The core, layers of ideas, each importing only the ones below it:
+lowrank (pure math) ← layer (LoRALinear) ← inject, adapters (model level) ← model, tasks, train, pretrained;
+runtime (device, seeds, fast mode) stands beside them. The lessons live in `lora_edu.course` (one module per
+notebook); they import the core, never the reverse, and only they import matplotlib or ipywidgets.
 """
 
 from . import lowrank
@@ -23,6 +24,7 @@ from .lowrank import (
     amplification_factor,
     compression_ratio,
     eckart_young_error,
+    effective_rank,
     energy,
     lora_param_count,
     low_rank_approx,
@@ -44,7 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Adapter", "DOWNSTREAM_TASKS", "LoRALinear", "PRETRAIN_TASK", "TASKS", "Task", "ToyConfig",
     "ToyTransformer", "add_lora", "amplification_factor", "compression_ratio", "count_parameters",
-    "eckart_young_error", "energy", "evaluate", "extract_adapter", "fast_mode", "generate",
+    "eckart_young_error", "effective_rank", "energy", "evaluate", "extract_adapter", "fast_mode", "generate",
     "get_device", "get_task", "linear_names", "load_adapter", "load_pretrained", "low_rank_approx",
     "lora_layers", "lora_param_count", "lora_state_dict", "lowrank", "mark_only_lora_trainable",
     "merge_adapter", "merge_lora", "numerical_rank", "pick", "pretrained_info", "projection_norm", "relative_error",

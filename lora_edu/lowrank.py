@@ -22,11 +22,13 @@ __all__ = [
     "subspace_similarity",
     "subspace_similarity_grid",
     "amplification_factor",
+    "as_matrix",
+    "effective_rank",
     "projection_norm",
 ]
 
 
-def _as_matrix(W, name: str = "W") -> torch.Tensor:
+def as_matrix(W, name: str = "W") -> torch.Tensor:
     if not isinstance(W, torch.Tensor):
         try:
             W = torch.as_tensor(W)
@@ -56,13 +58,13 @@ def _svd(W: torch.Tensor):
 
 def singular_values(W) -> torch.Tensor:
     """Singular values σ1 ≥ σ2 ≥ … of W (float64 for accuracy)."""
-    W = _as_matrix(W)
+    W = as_matrix(W)
     return torch.linalg.svdvals(W.to(torch.float64) if W.device.type != "mps" else W)
 
 
 def low_rank_approx(W, r: int) -> torch.Tensor:
     """Best rank-r approximation of W (truncated SVD), optimal in Frobenius and spectral norm (Eckart–Young)."""
-    W = _as_matrix(W)
+    W = as_matrix(W)
     r = _check_rank(r, W)
     U, S, Vh = _svd(W)
     return ((U[:, :r] * S[:r]) @ Vh[:r]).to(W.dtype)
@@ -70,7 +72,7 @@ def low_rank_approx(W, r: int) -> torch.Tensor:
 
 def energy(W, r: int) -> float:
     """Fraction of ‖W‖_F² captured by the top r singular values: Σ_{i≤r} σᵢ² / Σ σᵢ²."""
-    W = _as_matrix(W)
+    W = as_matrix(W)
     r = _check_rank(r, W)
     s2 = singular_values(W) ** 2
     total = s2.sum()
@@ -79,27 +81,37 @@ def energy(W, r: int) -> float:
 
 def eckart_young_error(W, r: int) -> float:
     """‖W − W_r‖_F predicted by Eckart–Young: sqrt of the sum of the dropped σᵢ²."""
-    W = _as_matrix(W)
+    W = as_matrix(W)
     r = _check_rank(r, W)
     return float(torch.sqrt((singular_values(W)[r:] ** 2).sum()))
 
 
 def relative_error(W, r: int) -> float:
     """‖W − W_r‖_F / ‖W‖_F for the best rank-r approximation W_r."""
-    W = _as_matrix(W)
+    W = as_matrix(W)
     norm = float(torch.linalg.matrix_norm(W.to(torch.float64)))
     return 0.0 if norm == 0 else eckart_young_error(W, r) / norm
 
 
 def numerical_rank(W, tol: float | None = None) -> int:
     """Number of singular values above tol (default: max(d, k) · eps · σ1, as numpy's matrix_rank)."""
-    W = _as_matrix(W)
+    W = as_matrix(W)
     s = singular_values(W)
     if s.numel() == 0 or s[0] == 0:
         return 0
     if tol is None:
         tol = max(W.shape) * torch.finfo(W.dtype).eps * float(s[0])
     return int((s > tol).sum())
+
+
+def effective_rank(W, fraction: float = 0.9) -> int:
+    """Fewest singular directions holding `fraction` of ‖W‖_F² (W a matrix, or its singular values); 0 if W = 0."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    s = torch.as_tensor(W)
+    s2 = (s if s.ndim == 1 else singular_values(s)).to(torch.float64) ** 2
+    total = float(s2.sum())
+    return 0 if total == 0 else int((s2.cumsum(0) / total < fraction - 1e-12).sum()) + 1
 
 
 def lora_param_count(d: int, k: int, r: int) -> int:
@@ -132,8 +144,8 @@ def subspace_similarity(A1, A2, i: int, j: int) -> float:
     quantity with left-singular vectors of Aᵀ. 1 means one subspace contains the other,
     0 means they are orthogonal.
     """
-    A1 = _as_matrix(A1, "A1")
-    A2 = _as_matrix(A2, "A2")
+    A1 = as_matrix(A1, "A1")
+    A2 = as_matrix(A2, "A2")
     if A1.shape[1] != A2.shape[1]:
         raise ValueError(
             f"A1 and A2 must read the same input dimension k, got {A1.shape[1]} and {A2.shape[1]}"
@@ -147,8 +159,8 @@ def subspace_similarity(A1, A2, i: int, j: int) -> float:
 
 def subspace_similarity_grid(A1, A2, max_i: int | None = None, max_j: int | None = None) -> torch.Tensor:
     """φ(A1, A2, i, j) for every i ≤ max_i, j ≤ max_j (one SVD each): the Figure 3/4 heatmaps."""
-    A1 = _as_matrix(A1, "A1")
-    A2 = _as_matrix(A2, "A2")
+    A1 = as_matrix(A1, "A1")
+    A2 = as_matrix(A2, "A2")
     max_i = min(A1.shape) if max_i is None else _check_rank(max_i, A1, "max_i", allow_zero=False)
     max_j = min(A2.shape) if max_j is None else _check_rank(max_j, A2, "max_j", allow_zero=False)
     if A1.shape[1] != A2.shape[1]:
@@ -166,7 +178,7 @@ def subspace_similarity_grid(A1, A2, max_i: int | None = None, max_j: int | None
 
 def projection_norm(W, U: torch.Tensor, V: torch.Tensor) -> float:
     """‖Uᵀ W Vᵀ‖_F: how much of W lives in the r-dimensional subspaces spanned by U (d×r) and V (r×k)."""
-    W = _as_matrix(W)
+    W = as_matrix(W)
     return float(torch.linalg.matrix_norm(U.to(torch.float64).T @ W.to(torch.float64) @ V.to(torch.float64).T))
 
 
@@ -175,8 +187,8 @@ def amplification_factor(W, delta_W, r: int) -> float:
 
     Large values mean ΔW amplifies directions that W itself barely uses.
     """
-    W = _as_matrix(W)
-    delta_W = _as_matrix(delta_W, "delta_W")
+    W = as_matrix(W)
+    delta_W = as_matrix(delta_W, "delta_W")
     if W.shape != delta_W.shape:
         raise ValueError(f"W and delta_W must have the same shape, got {tuple(W.shape)} and {tuple(delta_W.shape)}")
     r = _check_rank(r, delta_W, allow_zero=False)

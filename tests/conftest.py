@@ -7,7 +7,10 @@ exercises CUDA; comparisons against loralib / PEFT stay on the CPU.
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +21,18 @@ import lora_edu as le
 # The toy models are tiny: one intra-op thread is faster than two, and on a shared, oversubscribed CPU
 # two OpenMP threads spin-wait on each other (measured ~150x slower per forward pass).
 torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_tool(relpath: str):
+    """Import a script that lives outside the package (benchmarks/, tools/) as a module, once."""
+    name = Path(relpath).stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`python -m lora_edu.bench`: runs, writes well-formed rows, works without PEFT, and its helpers behave.
+"""`python benchmarks/peft_bench.py`: runs, writes well-formed rows, works without PEFT, and its helpers behave.
 
 No timing assertions: the numbers are checked for shape and sanity (finite, positive), never for speed.
 """
@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lora_edu import bench
+from lora_edu.course import nb06
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ROOT, load_tool
+
+bench = load_tool("benchmarks/peft_bench.py")
+
 
 
 def _finite(v) -> bool:
@@ -72,7 +75,8 @@ def test_cli_quick_json(tmp_path):
     """The smoke run used in CI: every configuration, every field, a table on stdout."""
     out = tmp_path / "rows.jsonl"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "lora_edu.bench", "--quick", "--threads", "1", "--json", str(out)],
+    tool = str(ROOT / "benchmarks" / "peft_bench.py")
+    proc = subprocess.run([sys.executable, tool, "--quick", "--threads", "1", "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _read_rows(out)
@@ -106,7 +110,8 @@ def test_without_peft(tmp_path, monkeypatch, capsys):
 
 
 def test_no_matplotlib_at_import():
-    code = "import sys, lora_edu.bench; assert 'matplotlib' not in sys.modules; assert 'peft' not in sys.modules"
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import peft_bench; "
+            "assert 'matplotlib' not in sys.modules; assert 'peft' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
@@ -147,24 +152,24 @@ def _row(config="c", date="2026-01-01", device="cpu", device_name="X", **kw):
 
 
 def test_latest_results_picks_newest_and_filters(tmp_path):
-    assert bench.latest_results(directory=tmp_path) == []
+    assert nb06.latest_results(directory=tmp_path) == []
     bench.write_jsonl([_row("old")], tmp_path / "cpu_2026-01-01.jsonl")
     bench.write_jsonl([_row("new", "2026-02-01")], tmp_path / "cpu_2026-02-01.jsonl")
     bench.write_jsonl([_row("gpu", "2026-01-15", device="cuda", device_name="NVIDIA H200")],
                       tmp_path / "nvidia-h200_2026-01-15.jsonl")
     (tmp_path / "notes.txt").write_text("not results")
-    assert [r["config"] for r in bench.latest_results(directory=tmp_path)] == ["new"]
-    assert [r["config"] for r in bench.latest_results("cpu", directory=tmp_path)] == ["new"]
-    assert [r["config"] for r in bench.latest_results("cuda", directory=tmp_path)] == ["gpu"]
-    assert [r["config"] for r in bench.latest_results("H200", directory=tmp_path)] == ["gpu"]
-    assert bench.latest_results("mps", directory=tmp_path) == []
+    assert [r["config"] for r in nb06.latest_results(directory=tmp_path)] == ["new"]
+    assert [r["config"] for r in nb06.latest_results("cpu", directory=tmp_path)] == ["new"]
+    assert [r["config"] for r in nb06.latest_results("cuda", directory=tmp_path)] == ["gpu"]
+    assert [r["config"] for r in nb06.latest_results("H200", directory=tmp_path)] == ["gpu"]
+    assert nb06.latest_results("mps", directory=tmp_path) == []
     with pytest.raises(TypeError, match="device"):
-        bench.latest_results(0, directory=tmp_path)
+        nb06.latest_results(0, directory=tmp_path)
 
 
 def test_committed_results_are_well_formed():
     """The results shipped in benchmarks/results/ load and carry every field (what notebook 06 plots)."""
-    rows = bench.latest_results()
+    rows = nb06.latest_results()
     if not rows:
         pytest.skip("no committed benchmark results")
     for r in rows:
@@ -186,19 +191,18 @@ def test_table_and_targets_text():
 
 def test_plot_results():
     pytest.importorskip("matplotlib")
-    from lora_edu import plots_bench
 
     rows = [_row("toy", merged_over_base=1.0, unmerged_over_base=1.1, train_lora_over_full=0.7,
                  peft="0.21", torch="2.x"),
             _row("d128", merged_over_base=0.99, unmerged_over_base=1.05, ours_over_peft_unmerged=0.9)]
-    fig = plots_bench.plot_results(rows)
+    fig = nb06.plot_results(rows)
     axes = fig.get_axes()
     assert len(axes) == 3
     assert len(axes[0].patches) == 2 * 2  # two measured series × two configurations (PEFT ones not measured)
     assert "PEFT 0.21" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="rows"):
-        plots_bench.plot_results([])
+        nb06.plot_results([])
     with pytest.raises(TypeError, match="rows"):
-        plots_bench.plot_results("rows")
+        nb06.plot_results("rows")
     with pytest.raises(ValueError, match="config"):
-        plots_bench.plot_results([{"merged_over_base": 1.0}])
+        nb06.plot_results([{"merged_over_base": 1.0}])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lora_edu as le
-from lora_edu.checks import nb06
+from lora_edu.course.checks import nb06 as check
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +24,14 @@ def test_ex1(capsys, layer):
     A, B, s = layer.A.detach(), layer.B.detach(), layer.scaling
     m = copy.deepcopy(layer)
     m.merge()
-    assert nb06.ex1(m.base.weight.detach(), W0, A, B, s) and "Correct" in capsys.readouterr().out
+    assert check.ex1(m.base.weight.detach(), W0, A, B, s) and "Correct" in capsys.readouterr().out
     cases = [(W0 + B @ A, "scaling"), (W0 - s * B @ A, "unmerging"), (W0, "unchanged"), (s * B @ A, "ΔW alone"),
              (W0 + 2 * s * B @ A, "max difference"), (W0[:, :4], "shape")]
     for wrong, words in cases:
-        assert not nb06.ex1(wrong, W0, A, B, s)
+        assert not check.ex1(wrong, W0, A, B, s)
         assert words in capsys.readouterr().out
-    assert not nb06.ex1([[1.0]], W0, A, B, s) and "tensor" in capsys.readouterr().out
-    assert not nb06.ex1(None, W0, A, B, s) and "Not answered" in capsys.readouterr().out
+    assert not check.ex1([[1.0]], W0, A, B, s) and "tensor" in capsys.readouterr().out
+    assert not check.ex1(None, W0, A, B, s) and "Not answered" in capsys.readouterr().out
 
 
 def test_ex2_matches_kept_copy(capsys):
@@ -39,21 +39,21 @@ def test_ex2_matches_kept_copy(capsys):
     le.add_lora(model, ("q_proj", "v_proj"), r=4)
     le.merge_lora(model, keep_original=True)
     kept = sum(m._W0.numel() * m._W0.element_size() for m in le.lora_layers(model).values())
-    assert nb06.ex2(kept) and "Correct" in capsys.readouterr().out
+    assert check.ex2(kept) and "Correct" in capsys.readouterr().out
     cases = {2 * kept: "2 bytes", kept // 2: "half", 64 * 64 * 2: "one matrix", kept + 4 * 64 * 2: "biases",
              3: "Hint"}
     for wrong, words in cases.items():
-        assert not nb06.ex2(wrong)
+        assert not check.ex2(wrong)
         assert words in capsys.readouterr().out
-    assert not nb06.ex2(None) and "Not answered" in capsys.readouterr().out
+    assert not check.ex2(None) and "Not answered" in capsys.readouterr().out
 
 
 def test_ex3(capsys):
     for right in ("bfloat16", "bf16", torch.bfloat16, " BFloat16 "):
-        assert nb06.ex3(right)
+        assert check.ex3(right)
     assert "Correct" in capsys.readouterr().out
     for wrong, words in (("float16", "finer"), ("fp16", "finer"), ("float32", "16-bit"), ("int8", "not one"),
                          (16, "string")):
-        assert not nb06.ex3(wrong)
+        assert not check.ex3(wrong)
         assert words in capsys.readouterr().out
-    assert not nb06.ex3(None) and "Not answered" in capsys.readouterr().out
+    assert not check.ex3(None) and "Not answered" in capsys.readouterr().out

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lora_edu as le
-from lora_edu import experiments as ex
+from lora_edu.course import common, nb04, nb05, nb06
 
 FAST = {"steps": 3, "eval_examples": 16, "progress": False}
 
@@ -42,23 +42,23 @@ def _same(a, b):
 
 # ---- notebook 04 -----------------------------------------------------------------------------
 def test_parameter_table_sums_to_model_and_groups(base):
-    table = ex.parameter_table(base)
+    table = nb04.parameter_table(base)
     assert sum(r["params"] for r in table) == le.count_parameters(base)[1]
     q = next(r for r in table if r["name"] == "blocks.0.attn.q_proj.weight")
     assert q["shape"] == (64, 64) and q["params"] == 4096 and q["group"] == "attention"
-    groups = ex.parameter_groups(base)
+    groups = nb04.parameter_groups(base)
     assert sum(groups.values()) == le.count_parameters(base)[1]
     assert groups["attention"] == 2 * 4 * (64 * 64 + 64)
     assert groups["mlp"] == 2 * (2 * 64 * 256 + 256 + 64)
 
 
 def test_lora_params_at_scale_matches_toy_and_paper(base):
-    toy = ex.lora_params_at_scale(64, 2, 4)
+    toy = nb05.lora_params_at_scale(64, 2, 4)
     assert toy["total"] == le.count_parameters(base)[1]
     m = copy.deepcopy(base)
     le.add_lora(m, ("q_proj", "v_proj"), r=4)
     assert toy["lora"] == le.count_parameters(m)[0]
-    gpt3 = ex.lora_params_at_scale(**ex.GPT3_175B, r=4)
+    gpt3 = nb05.lora_params_at_scale(**nb05.GPT3_175B, r=4)
     assert gpt3["lora"] == 2 * 192 * 12288 * 4  # the paper's |Θ| = 2·L̂·d_model·r with L̂ = 2×96
     assert 170e9 < gpt3["total"] < 180e9
     assert 5_000 < gpt3["ratio"] < 20_000
@@ -68,59 +68,59 @@ def test_lora_params_at_scale_matches_toy_and_paper(base):
 def test_lora_params_at_scale_rejects(kw):
     args = {"d_model": 64, "n_layer": 2, "r": 4} | kw
     with pytest.raises(ValueError):
-        ex.lora_params_at_scale(**args)
+        nb05.lora_params_at_scale(**args)
 
 
 def test_baseline_accuracy(base):
-    acc = ex.baseline_accuracy(base, n_examples=32)
+    acc = nb04.baseline_accuracy(base, n_examples=32)
     assert set(acc) == set(le.DOWNSTREAM_TASKS)
     assert all(0 <= v <= 1 for v in acc.values())
-    assert ex.baseline_accuracy(base, "copy", n_examples=32) == {"copy": 1.0}
+    assert nb04.baseline_accuracy(base, "copy", n_examples=32) == {"copy": 1.0}
     with pytest.raises(ValueError):
-        ex.baseline_accuracy(base, ("nope",))
+        nb04.baseline_accuracy(base, ("nope",))
 
 
 # ---- notebook 05 -----------------------------------------------------------------------------
 def test_training_memory_lora_vs_full(base):
-    full = ex.training_memory(base)
+    full = nb05.training_memory(base)
     total = le.count_parameters(base)[1]
     assert full["optimizer_bytes"] == 2 * total * 4
     assert full["grad_bytes"] == total * 4
     assert full["weight_bytes"] == total * 4
     m = copy.deepcopy(base)
     le.add_lora(m, ("q_proj", "v_proj"), r=4)
-    lora = ex.training_memory(m)
+    lora = nb05.training_memory(m)
     trainable, total2 = le.count_parameters(m)
     assert lora["optimizer_bytes"] == 2 * trainable * 4 and lora["grad_bytes"] == trainable * 4
     assert lora["weight_bytes"] == total2 * 4
     assert lora["total_bytes"] < full["total_bytes"]
     frozen = copy.deepcopy(base).requires_grad_(False)
     with pytest.raises(ValueError):
-        ex.training_memory(frozen)
+        nb05.training_memory(frozen)
 
 
 def test_time_train_step_leaves_model_alone(base):
     before = _weights(base)
-    t = ex.time_train_step(base, steps=2, warmup=1, batch_size=4)
+    t = nb05.time_train_step(base, steps=2, warmup=1, batch_size=4)
     assert t > 0
     assert _same(before, _weights(base))
     for kw in ({"steps": 0}, {"warmup": -1}, {"batch_size": 0}):
         with pytest.raises(ValueError):
-            ex.time_train_step(base, **kw)
+            nb05.time_train_step(base, **kw)
 
 
 def test_checkpoint_bytes(base):
-    full = ex.checkpoint_bytes(base)
+    full = nb05.checkpoint_bytes(base)
     assert full > le.count_parameters(base)[1] * 4  # the weights plus a header
     m = copy.deepcopy(base)
     le.add_lora(m, ("q_proj", "v_proj"), r=4)
-    lora = ex.checkpoint_bytes(m)
+    lora = nb05.checkpoint_bytes(m)
     assert le.count_parameters(m)[0] * 4 < lora < full / 10
 
 
 def test_finetune_lora_and_full_rows(base):
     before = _weights(base)
-    m, row = ex.finetune("increment", "lora", r=2, model=base, **FAST)
+    m, row = nb05.finetune("increment", "lora", r=2, model=base, **FAST)
     assert _same(before, _weights(base))  # a copy was trained
     assert row["method"] == "lora" and row["targets"] == ("q_proj", "v_proj") and row["r"] == 2
     assert row["trainable"] == 2 * 2 * 2 * 128 and row["total"] == row["trainable"] + le.count_parameters(base)[1]
@@ -128,7 +128,7 @@ def test_finetune_lora_and_full_rows(base):
     assert row["optimizer_bytes"] == 2 * row["trainable"] * 4
     assert len(row["history"]["loss"]) == 3 and row["step_ms"] > 0 and row["checkpoint_bytes"] > 0
     assert set(le.lora_layers(m)) == {f"blocks.{i}.attn.{p}" for i in (0, 1) for p in ("q_proj", "v_proj")}
-    mf, rf = ex.finetune("increment", "full", model=base, **FAST)
+    mf, rf = nb05.finetune("increment", "full", model=base, **FAST)
     assert rf["trainable"] == rf["total"] == le.count_parameters(base)[1]
     assert rf["optimizer_bytes"] > row["optimizer_bytes"] and rf["checkpoint_bytes"] > row["checkpoint_bytes"]
     assert rf["lr"] == 3e-3 and row["lr"] == 1e-2
@@ -136,8 +136,8 @@ def test_finetune_lora_and_full_rows(base):
 
 
 def test_finetune_is_deterministic(base):
-    _, a = ex.finetune("reverse", model=base, measure=False, **FAST)
-    _, b = ex.finetune("reverse", model=base, measure=False, **FAST)
+    _, a = nb05.finetune("reverse", model=base, measure=False, **FAST)
+    _, b = nb05.finetune("reverse", model=base, measure=False, **FAST)
     assert a["history"]["loss"] == b["history"]["loss"] and a["accuracy"] == b["accuracy"]
 
 
@@ -146,7 +146,7 @@ def test_finetune_is_deterministic(base):
 def test_finetune_rejects(base, kw):
     before = _weights(base)
     with pytest.raises(ValueError):
-        ex.finetune(**({"model": base, "progress": False, "steps": 2} | kw))
+        nb05.finetune(**({"model": base, "progress": False, "steps": 2} | kw))
     assert _same(before, _weights(base))
 
 
@@ -154,12 +154,12 @@ def test_finetune_rejects_lora_model(base):
     m = copy.deepcopy(base)
     le.add_lora(m)
     with pytest.raises(ValueError):
-        ex.finetune(model=m, **FAST)
+        nb05.finetune(model=m, **FAST)
 
 
 def test_budget_configs_equal_budget(base):
-    configs = ex.budget_configs(8)
-    assert [(t, r) for t, r in configs] == [(p["targets"], p["r"]) for p in ex.PAPER_TABLE5]
+    configs = nb05.budget_configs(8)
+    assert [(t, r) for t, r in configs] == [(p["targets"], p["r"]) for p in nb05.PAPER_TABLE5]
     counts = set()
     for targets, r in configs:
         m = copy.deepcopy(base)
@@ -168,11 +168,11 @@ def test_budget_configs_equal_budget(base):
     assert counts == {2 * 8 * 128}  # 2 blocks × r·(d + k) at r = 8
     for bad in (6, 0, -4):
         with pytest.raises(ValueError):
-            ex.budget_configs(bad)
+            nb05.budget_configs(bad)
 
 
 def test_compare_targets_rows(base):
-    rows = ex.compare_targets("increment", steps=2, configs=[(("q_proj",), 8), (("q_proj", "v_proj"), 4),
+    rows = nb05.compare_targets("increment", steps=2, configs=[(("q_proj",), 8), (("q_proj", "v_proj"), 4),
                                                              (("up_proj",), 2)], progress=False)
     assert [r["r"] for r in rows] == [8, 4, 2]
     assert rows[0]["trainable"] == rows[1]["trainable"] == 2048
@@ -180,37 +180,37 @@ def test_compare_targets_rows(base):
     assert "paper_WikiSQL" not in rows[2]
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
     with pytest.raises(ValueError):
-        ex.compare_targets(configs=[], progress=False)
+        nb05.compare_targets(configs=[], progress=False)
 
 
 def test_rank_sweep_rows(base):
-    rows = ex.rank_sweep("increment", ranks=(1, 3), target_sets=(("q_proj",),), steps=2, progress=False,
+    rows = nb05.rank_sweep("increment", ranks=(1, 3), target_sets=(("q_proj",),), steps=2, progress=False,
                          eval_examples=32)
     assert [(r["targets"], r["r"], r["trainable"]) for r in rows] == [(("q_proj",), 1, 256), (("q_proj",), 3, 768)]
     assert rows[0]["paper_WikiSQL"] == 68.8 and "paper_WikiSQL" not in rows[1]
     assert rows[0]["acc_min"] == rows[0]["acc_max"] == rows[0]["accuracy"]
-    two = ex.rank_sweep("reverse", ranks=(2,), target_sets=(("q_proj",),), steps=3, seeds=(0, 1), progress=False,
+    two = nb05.rank_sweep("reverse", ranks=(2,), target_sets=(("q_proj",),), steps=3, seeds=(0, 1), progress=False,
                         eval_examples=32)[0]
     assert len(two["accuracies"]) == 2
     assert two["acc_min"] <= two["accuracy"] <= two["acc_max"]
     assert two["accuracy"] == pytest.approx(sum(two["accuracies"]) / 2)
-    _, single = ex.finetune("reverse", "lora", ("q_proj",), 2, 8, 3, seed=1, model=base, progress=False,
+    _, single = nb05.finetune("reverse", "lora", ("q_proj",), 2, 8, 3, seed=1, model=base, progress=False,
                             measure=False, eval_examples=32)
     assert two["accuracies"][1] == single["accuracy"]
     for kw in ({"ranks": ()}, {"ranks": (0,)}, {"target_sets": ()}, {"ranks": (100,)}, {"seeds": ()},
                {"seeds": (0.5,)}):
         with pytest.raises(ValueError):
-            ex.rank_sweep(**({"steps": 1, "progress": False} | kw))
+            nb05.rank_sweep(**({"steps": 1, "progress": False} | kw))
 
 
 # ---- notebook 06 -----------------------------------------------------------------------------
 def test_time_forward_and_output_diff(base):
-    tokens = ex._example_tokens("reverse", 4, "cpu")
-    t = ex.time_forward(base, tokens, repeats=3, warmup=0)
+    tokens = common._example_tokens("reverse", 4, "cpu")
+    t = common.time_forward(base, tokens, repeats=3, warmup=0)
     assert len(t) == 3 and t == sorted(t) and t[0] > 0
-    assert ex.max_output_diff(base, copy.deepcopy(base), tokens) == 0.0
+    assert common.max_output_diff(base, copy.deepcopy(base), tokens) == 0.0
     with pytest.raises(ValueError):
-        ex.time_forward(base, tokens, repeats=0)
+        common.time_forward(base, tokens, repeats=0)
 
 
 def test_merged_equals_unmerged(base, adapters):
@@ -218,14 +218,14 @@ def test_merged_equals_unmerged(base, adapters):
     merged, unmerged = copy.deepcopy(base), copy.deepcopy(base)
     le.merge_adapter(merged, a)
     le.load_adapter(unmerged, a)
-    tokens = ex._example_tokens("reverse", 8, "cpu")
-    assert ex.max_output_diff(merged, unmerged, tokens) < 1e-4
-    assert ex.max_output_diff(merged, base, tokens) > 1e-3  # the adapter does change the outputs
+    tokens = common._example_tokens("reverse", 8, "cpu")
+    assert common.max_output_diff(merged, unmerged, tokens) < 1e-4
+    assert common.max_output_diff(merged, base, tokens) > 1e-3  # the adapter does change the outputs
 
 
 def test_latency_comparison(base, adapters):
     before = _weights(base)
-    rows = ex.latency_comparison(base, adapters["reverse"], batch_sizes=(1, 4), repeats=3, warmup=1)
+    rows = common.latency_comparison(base, adapters["reverse"], batch_sizes=(1, 4), repeats=3, warmup=1)
     assert [r["batch"] for r in rows] == [1, 4] and rows[1]["tokens"] == 4 * 17
     for r in rows:
         for k in ("base", "merged", "unmerged"):
@@ -233,59 +233,59 @@ def test_latency_comparison(base, adapters):
         assert r["unmerged_over_base"] == pytest.approx(r["unmerged_ms"] / r["base_ms"])
     assert _same(before, _weights(base))
     with pytest.raises(ValueError):
-        ex.latency_comparison(base, adapters["reverse"], batch_sizes=())
+        common.latency_comparison(base, adapters["reverse"], batch_sizes=())
     with pytest.raises(ValueError):
-        ex.latency_comparison(base, adapters["reverse"], batch_sizes=(0,))
+        common.latency_comparison(base, adapters["reverse"], batch_sizes=(0,))
     with pytest.raises(TypeError):
-        ex.latency_comparison(base, "reverse")
+        common.latency_comparison(base, "reverse")
 
 
 def test_switch_adapter_round_trip(base, adapters):
     m = copy.deepcopy(base)
     w0 = _weights(m)
-    ex.switch_adapter(m, None, adapters["reverse"])
+    nb06.switch_adapter(m, None, adapters["reverse"])
     ref = copy.deepcopy(base)
     le.merge_adapter(ref, adapters["reverse"])
-    tokens = ex._example_tokens("reverse", 4, "cpu")
-    assert ex.max_output_diff(m, ref, tokens) < 1e-5
-    ex.switch_adapter(m, adapters["reverse"], adapters["increment"])
+    tokens = common._example_tokens("reverse", 4, "cpu")
+    assert common.max_output_diff(m, ref, tokens) < 1e-5
+    nb06.switch_adapter(m, adapters["reverse"], adapters["increment"])
     ref2 = copy.deepcopy(base)
     le.merge_adapter(ref2, adapters["increment"])
-    assert ex.max_output_diff(m, ref2, tokens) < 1e-5
-    ex.switch_adapter(m, adapters["increment"], None)
+    assert common.max_output_diff(m, ref2, tokens) < 1e-5
+    nb06.switch_adapter(m, adapters["increment"], None)
     assert all(torch.allclose(w0[k], v, atol=1e-6) for k, v in _weights(m).items())
     with pytest.raises(TypeError):
-        ex.switch_adapter(m, None, "increment")
+        nb06.switch_adapter(m, None, "increment")
 
 
 def test_switch_vs_reload(base, adapters):
     before = _weights(base)
-    out = ex.switch_vs_reload(base, adapters, repeats=3)
+    out = nb06.switch_vs_reload(base, adapters, repeats=3)
     assert out["switch_s"] > 0 and out["reload_s"] > 0
     assert out["adapter_bytes"] < out["full_bytes"] / 10
     assert _same(before, _weights(base))
     with pytest.raises(ValueError):
-        ex.switch_vs_reload(base, {"one": adapters["reverse"]})
+        nb06.switch_vs_reload(base, {"one": adapters["reverse"]})
     with pytest.raises(ValueError):
-        ex.switch_vs_reload(base, adapters, repeats=0)
+        nb06.switch_vs_reload(base, adapters, repeats=0)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 def test_merge_drift_exact_is_zero_and_rounding_is_not(base, adapters, dtype):
-    exact = ex.merge_drift(base, adapters, dtype, checkpoints=(1, 5), exact=True)
+    exact = common.switch_drift(base, adapters, dtype, checkpoints=(1, 5), strategy="keep_original")
     assert [r["switches"] for r in exact] == [1, 5]
     assert all(r["max_abs"] == 0 and r["rel_fro"] == 0 for r in exact)
-    loose = ex.merge_drift(base, adapters, dtype, checkpoints=(1, 20))
+    loose = common.switch_drift(base, adapters, dtype, checkpoints=(1, 20))
     if dtype != "float32":
         assert loose[-1]["max_abs"] > 0
-    assert loose[-1]["max_abs"] >= 0 and all(r["exact"] is False and r["dtype"] == dtype for r in loose)
+    assert loose[-1]["max_abs"] >= 0 and all(r["strategy"] == "subtract" and r["dtype"] == dtype for r in loose)
 
 
 def test_merge_drift_bf16_worse_than_fp32_and_grows(base, adapters):
-    f32 = ex.merge_drift(base, adapters, "float32", checkpoints=(50,))[0]["max_abs"]
-    bf = ex.merge_drift(base, adapters, torch.bfloat16, checkpoints=(1, 50))
+    f32 = common.switch_drift(base, adapters, "float32", checkpoints=(50,))[0]["max_abs"]
+    bf = common.switch_drift(base, adapters, torch.bfloat16, checkpoints=(1, 50))
     assert bf[1]["max_abs"] > bf[0]["max_abs"] > f32
-    acc = ex.merge_drift(base, adapters, "float32", checkpoints=(1,), task="copy", n_examples=32)[0]["accuracy"]
+    acc = common.switch_drift(base, adapters, "float32", checkpoints=(1,), task="copy", n_examples=32)[0]["accuracy"]
     assert acc == 1.0
 
 
@@ -293,22 +293,22 @@ def test_merge_drift_bf16_worse_than_fp32_and_grows(base, adapters):
                                 {"checkpoints": (0,)}, {"adapters": []}, {"n_examples": 0}])
 def test_merge_drift_rejects(base, adapters, kw):
     with pytest.raises(ValueError):
-        ex.merge_drift(**({"base": base, "adapters": adapters} | kw))
+        common.switch_drift(**({"base": base, "adapters": adapters} | kw))
 
 
 def test_merge_drift_rejects_mismatched_adapters(base, adapters):
     other = _random_adapter(base, r=4)
     with pytest.raises(ValueError):
-        ex.merge_drift(base, [adapters["reverse"], other])
+        common.switch_drift(base, [adapters["reverse"], other])
 
 
 def test_multi_adapter_matches_per_row_single_adapter(base, adapters):
     other = _random_adapter(base, targets=("k_proj", "o_proj", "up_proj"), r=4, seed=9)
     mixed = dict(adapters, other=other)  # different ranks and targets in one batch
     ids = ["reverse", "increment", None, "rotate", 0, "other", 3]
-    tokens = ex._example_tokens("reverse", len(ids), "cpu")
-    assert ex.multi_adapter_max_diff(base, mixed, tokens, ids) < 1e-4
-    multi = ex.MultiAdapterModel(base, mixed)
+    tokens = common._example_tokens("reverse", len(ids), "cpu")
+    assert nb06.multi_adapter_max_diff(base, mixed, tokens, ids) < 1e-4
+    multi = nb06.MultiAdapterModel(base, mixed)
     out = multi(tokens, ids)
     # rows really differ by adapter, and None equals the base model
     assert (out[0] - out[1]).abs().max() > 1e-3
@@ -324,44 +324,44 @@ def test_multi_adapter_matches_per_row_single_adapter(base, adapters):
 
 def test_multi_adapter_leaves_base_alone_and_rejects(base, adapters):
     before = _weights(base)
-    multi = ex.MultiAdapterModel(base, adapters)
-    tokens = ex._example_tokens("reverse", 2, "cpu")
+    multi = nb06.MultiAdapterModel(base, adapters)
+    tokens = common._example_tokens("reverse", 2, "cpu")
     multi(tokens, ["reverse", "rotate"])
     assert _same(before, _weights(base))
     for ids in (["reverse"], ["nope", "reverse"], [5, 0], [True, 0], [1.0, 0]):
         with pytest.raises(ValueError):
             multi(tokens, ids)
     with pytest.raises(ValueError):
-        ex.MultiAdapterModel(base, {})
+        nb06.MultiAdapterModel(base, {})
     with pytest.raises(TypeError):
-        ex.MultiAdapterModel(base, {"x": 1})
+        nb06.MultiAdapterModel(base, {"x": 1})
     m = copy.deepcopy(base)
     le.add_lora(m)
     with pytest.raises(ValueError):
-        ex.MultiAdapterModel(m, adapters)
+        nb06.MultiAdapterModel(m, adapters)
 
 
 def test_format_table():
     rows = [{"targets": ("q_proj", "v_proj"), "r": 4, "accuracy": 0.5, "h": {"x": 1}}]
-    text = ex.format_table(rows)
+    text = common.format_table(rows)
     assert "q+v" in text and "0.500" in text and "h" not in text.split("\n")[0].split()
-    assert ex.format_table(rows, ["r"], ["rank"]).startswith("rank")
+    assert common.format_table(rows, ["r"], ["rank"]).startswith("rank")
     with pytest.raises(ValueError):
-        ex.format_table([])
+        common.format_table([])
     with pytest.raises(ValueError):
-        ex.format_table(rows, ["r"], ["a", "b"])
+        common.format_table(rows, ["r"], ["a", "b"])
 
 
 def test_target_label_and_human_bytes():
-    assert ex.target_label(("q_proj", "v_proj")) == "W_q+W_v"
-    assert ex.target_label("o_proj") == "W_o"
-    assert ex.human_bytes(999) == "999 B"
-    assert ex.human_bytes(9214) == "9.21 kB"
-    assert ex.human_bytes(350e9) == "350 GB"
-    assert ex.human_bytes(37.7e6) == "37.7 MB"
-    assert ex.human_bytes(5e15) == "5e+03 TB"
+    assert nb05.target_label(("q_proj", "v_proj")) == "W_q+W_v"
+    assert nb05.target_label("o_proj") == "W_o"
+    assert common.human_bytes(999) == "999 B"
+    assert common.human_bytes(9214) == "9.21 kB"
+    assert common.human_bytes(350e9) == "350 GB"
+    assert common.human_bytes(37.7e6) == "37.7 MB"
+    assert common.human_bytes(5e15) == "5e+03 TB"
     for bad in (-1, float("nan"), "1", True):
         with pytest.raises(ValueError):
-            ex.human_bytes(bad)
+            common.human_bytes(bad)
     with pytest.raises(ValueError):
-        ex.target_label(())
+        nb05.target_label(())

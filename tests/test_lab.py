@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import lora_edu as le
-from lora_edu import lab as L
-from lora_edu.plots_analysis import to_png
+from lora_edu.course import nb09
+from lora_edu.course.common import to_png
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -17,7 +17,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def lab():
     # small evaluation sets keep each run cheap; the lab code path is the same
-    return L.RankLab(eval_examples=32, n_evals=2)
+    return nb09.RankLab(eval_examples=32, n_evals=2)
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def fresh(lab):
 
 def _settings(**kw):
     s = {"task": "increment", "targets": ("q_proj", "v_proj"), "r": 2, "alpha": 8.0, "lr": 1e-2,
-         "steps": L.STEPS_RANGE[0]}
+         "steps": nb09.STEPS_RANGE[0]}
     s.update(kw)
     return s
 
@@ -40,12 +40,12 @@ def _rank(spectrum, tol=1e-5):
 
 
 def test_defaults_are_valid_and_inside_the_slider_ranges(lab):
-    cfg = lab.validate(**L.DEFAULTS)
-    assert L.R_RANGE[0] <= cfg["r"] <= L.R_RANGE[1]
-    assert L.ALPHA_RANGE[0] <= cfg["alpha"] <= L.ALPHA_RANGE[1]
-    assert L.LR_RANGE[0] <= cfg["lr"] <= L.LR_RANGE[1]
-    assert L.STEPS_RANGE[0] <= cfg["steps"] <= L.STEPS_RANGE[1]
-    assert L.R_RANGE[1] == lab.max_rank(L.TARGETS) == 64
+    cfg = lab.validate(**nb09.DEFAULTS)
+    assert nb09.R_RANGE[0] <= cfg["r"] <= nb09.R_RANGE[1]
+    assert nb09.ALPHA_RANGE[0] <= cfg["alpha"] <= nb09.ALPHA_RANGE[1]
+    assert nb09.LR_RANGE[0] <= cfg["lr"] <= nb09.LR_RANGE[1]
+    assert nb09.STEPS_RANGE[0] <= cfg["steps"] <= nb09.STEPS_RANGE[1]
+    assert nb09.R_RANGE[1] == lab.max_rank(nb09.TARGETS) == 64
 
 
 def test_run_record(fresh):
@@ -73,7 +73,7 @@ def test_run_record(fresh):
     assert math.isclose(row["trainable %"], 100 * run.trainable / run.total)
 
 
-@pytest.mark.parametrize("r", L.R_RANGE)
+@pytest.mark.parametrize("r", nb09.R_RANGE)
 def test_rank_extremes(fresh, r):
     run = fresh.run_training(**_settings(r=r, targets=("q_proj",)))
     assert run.r == r and run.trainable == 2 * r * 128
@@ -86,24 +86,24 @@ def test_rank_extremes(fresh, r):
 
 
 def test_alpha_extremes_scale_the_update(fresh):
-    lo = fresh.run_training(**_settings(alpha=L.ALPHA_RANGE[0]))
-    hi = fresh.run_training(**_settings(alpha=L.ALPHA_RANGE[1]))
-    assert (lo.alpha, hi.alpha) == L.ALPHA_RANGE
+    lo = fresh.run_training(**_settings(alpha=nb09.ALPHA_RANGE[0]))
+    hi = fresh.run_training(**_settings(alpha=nb09.ALPHA_RANGE[1]))
+    assert (lo.alpha, hi.alpha) == nb09.ALPHA_RANGE
     name = "blocks.1.attn.v_proj"
     # same data, same init: a 128× larger α/r gives a clearly larger ΔW
     assert hi.spectra[name][0] > 5 * lo.spectra[name][0]
 
 
 def test_lr_extremes(fresh):
-    lo = fresh.run_training(**_settings(lr=L.LR_RANGE[0]))
-    hi = fresh.run_training(**_settings(lr=L.LR_RANGE[1]))
+    lo = fresh.run_training(**_settings(lr=nb09.LR_RANGE[0]))
+    hi = fresh.run_training(**_settings(lr=nb09.LR_RANGE[1]))
     name = "blocks.1.attn.q_proj"
     assert lo.spectra[name][0] < hi.spectra[name][0]
-    assert lo.lr == L.LR_RANGE[0] and hi.lr == L.LR_RANGE[1]
+    assert lo.lr == nb09.LR_RANGE[0] and hi.lr == nb09.LR_RANGE[1]
 
 
 def test_extreme_alpha_and_lr_together_give_a_readable_result(fresh):
-    msg = fresh.on_train(**_settings(r=1, alpha=L.ALPHA_RANGE[1], lr=L.LR_RANGE[1]))
+    msg = fresh.on_train(**_settings(r=1, alpha=nb09.ALPHA_RANGE[1], lr=nb09.LR_RANGE[1]))
     run = fresh.runs[-1]
     assert msg.startswith(f"Run #{run.id} done") and 0.0 <= run.accuracy <= 1.0
     finite = all(math.isfinite(v) for v in run.loss) and all(len(s) for s in run.spectra.values())
@@ -111,7 +111,7 @@ def test_extreme_alpha_and_lr_together_give_a_readable_result(fresh):
     assert ("diverged" in msg) == run.diverged
 
 
-@pytest.mark.parametrize("steps", L.STEPS_RANGE)
+@pytest.mark.parametrize("steps", nb09.STEPS_RANGE)
 def test_steps_extremes(fresh, steps):
     seen = []
     run = fresh.run_training(**_settings(r=1, targets=("v_proj",), steps=steps),
@@ -121,7 +121,7 @@ def test_steps_extremes(fresh, steps):
     assert len(run.eval_step) <= fresh.n_evals + 2
 
 
-@pytest.mark.parametrize("target", L.TARGETS)
+@pytest.mark.parametrize("target", nb09.TARGETS)
 def test_each_target(fresh, target):
     run = fresh.run_training(**_settings(r=1, targets=(target,)))
     kind = "mlp" if target in ("up_proj", "down_proj") else "attn"
@@ -211,8 +211,8 @@ def test_views_and_figures(fresh):
 
 
 def test_describe_at_slider_ends(lab):
-    for r in L.R_RANGE:
-        for a in L.ALPHA_RANGE:
+    for r in nb09.R_RANGE:
+        for a in nb09.ALPHA_RANGE:
             text = lab.describe(("q_proj", "v_proj"), r, a)
             assert f"{a / r:.3g}" in text and f"{lab.count_trainable(('q_proj', 'v_proj'), r):,}" in text
     assert lab.describe((), 4, 8.0).startswith("⚠️")
@@ -221,26 +221,26 @@ def test_describe_at_slider_ends(lab):
 
 def test_constructor_rejects_bad_settings():
     with pytest.raises(ValueError, match="n_evals"):
-        L.RankLab(n_evals=0)
+        nb09.RankLab(n_evals=0)
     with pytest.raises(ValueError, match="seed"):
-        L.RankLab(seed=-1)
+        nb09.RankLab(seed=-1)
     with pytest.raises(ValueError, match="threads"):
-        L.RankLab(threads=0)
+        nb09.RankLab(threads=0)
 
 
 def test_ui_wiring(fresh):
     pytest.importorskip("ipywidgets")
-    ui = L.rank_lab_ui(fresh, steps=L.STEPS_RANGE[0], r=1)
+    ui = nb09.rank_lab_ui(fresh, steps=nb09.STEPS_RANGE[0], r=1)
     c = ui.controls
-    assert ui.lab is fresh and c["r"].min == L.R_RANGE[0] and c["r"].max == L.R_RANGE[1]
-    assert math.isclose(c["lr"].min, math.log10(L.LR_RANGE[0])) and c["steps"].max == L.STEPS_RANGE[1]
+    assert ui.lab is fresh and c["r"].min == nb09.R_RANGE[0] and c["r"].max == nb09.R_RANGE[1]
+    assert math.isclose(c["lr"].min, math.log10(nb09.LR_RANGE[0])) and c["steps"].max == nb09.STEPS_RANGE[1]
     before = c["info"].value
     c["r"].value = 64
     assert c["info"].value != before and "64" in c["info"].value
     empty = c["curves"].value
     c["train"].click()
     assert len(fresh.runs) == 1 and fresh.runs[0].r == 64
-    assert c["progress"].value == c["progress"].max == L.STEPS_RANGE[0]
+    assert c["progress"].value == c["progress"].max == nb09.STEPS_RANGE[0]
     assert "Run #1 done" in c["status"].value and bytes(c["curves"].value) != bytes(empty)
     assert bytes(c["curves"].value).startswith(PNG)
     assert "<td" in c["table"].value and not c["train"].disabled
@@ -251,12 +251,12 @@ def test_ui_wiring(fresh):
     c["clear"].click()
     assert fresh.runs == [] and "Cleared 1 run" in c["status"].value and "No runs yet" in c["table"].value
     with pytest.raises(TypeError, match="settings"):
-        L.rank_lab_ui(fresh, rank=3)
+        nb09.rank_lab_ui(fresh, rank=3)
 
 
 def test_ui_shows_unexpected_errors_as_a_message(fresh, monkeypatch):
     pytest.importorskip("ipywidgets")
-    ui = L.rank_lab_ui(fresh, steps=L.STEPS_RANGE[0])
+    ui = nb09.rank_lab_ui(fresh, steps=nb09.STEPS_RANGE[0])
 
     def boom(*a, **k):
         raise RuntimeError("CUDA out of memory")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lora_edu as le
-from lora_edu import myths, plots_myths
+from lora_edu.course import common, nb08
 
 matplotlib.use("Agg")
 
@@ -41,16 +41,16 @@ def test_exact_sum_equals_sequential_merge_adapter(pretrained, adapters):
     for a in adapters:
         le.merge_adapter(seq, a)
     once = copy.deepcopy(pretrained)
-    myths.apply_deltas(once, myths.combined_deltas(adapters, "sum"))
+    nb08.apply_deltas(once, nb08.combined_deltas(adapters, "sum"))
     for n in NAMES:
         torch.testing.assert_close(once.get_submodule(n).weight, seq.get_submodule(n).weight, atol=1e-5, rtol=0)
         assert not torch.equal(once.get_submodule(n).weight, pretrained.get_submodule(n).weight)
 
 
 def test_svd_at_full_rank_equals_sum_and_truncates_below(adapters):
-    exact = myths.combined_deltas(adapters, "sum")
-    full = myths.combined_deltas(adapters, "svd", rank=3 * 4)
-    low = myths.combined_deltas(adapters, "svd", rank=4)
+    exact = nb08.combined_deltas(adapters, "sum")
+    full = nb08.combined_deltas(adapters, "svd", rank=3 * 4)
+    low = nb08.combined_deltas(adapters, "svd", rank=4)
     for n in NAMES:
         torch.testing.assert_close(full[n], exact[n], atol=1e-10, rtol=0)
         assert le.numerical_rank(exact[n], tol=1e-8) == 12
@@ -61,16 +61,16 @@ def test_svd_at_full_rank_equals_sum_and_truncates_below(adapters):
 
 
 def test_scaled_default_is_mean_of_deltas(adapters):
-    mean = myths.combined_deltas(adapters, "scaled")
-    exact = myths.combined_deltas(adapters, "sum")
+    mean = nb08.combined_deltas(adapters, "scaled")
+    exact = nb08.combined_deltas(adapters, "sum")
     for n in NAMES:
         torch.testing.assert_close(mean[n], exact[n] / 3)
-    w = myths.combined_deltas(adapters, "sum", weights=[0.5, 0.0, 0.0])
-    torch.testing.assert_close(w[NAMES[0]], 0.5 * myths.adapter_deltas(adapters[0])[NAMES[0]])
+    w = nb08.combined_deltas(adapters, "sum", weights=[0.5, 0.0, 0.0])
+    torch.testing.assert_close(w[NAMES[0]], 0.5 * nb08.adapter_deltas(adapters[0])[NAMES[0]])
 
 
 def test_avg_ab_creates_cross_terms(adapters):
-    ct = myths.cross_terms(adapters)
+    ct = nb08.cross_terms(adapters)
     assert ct["norms"].shape == (3, 3)
     assert (ct["norms"] > 0).all() and ct["cross_norm"] > 0
     # naive average = (s/N²)(Σ own + Σ cross): check the identity on one layer
@@ -79,44 +79,44 @@ def test_avg_ab_creates_cross_terms(adapters):
     own = sum(a.tensors[n][1].double() @ a.tensors[n][0].double() for a in adapters).cpu()
     cross = sum(ai.tensors[n][1].double() @ aj.tensors[n][0].double()
                 for i, ai in enumerate(adapters) for j, aj in enumerate(adapters) if i != j).cpu()
-    avg = myths.combined_deltas(adapters, "avg_AB")[n]
+    avg = nb08.combined_deltas(adapters, "avg_AB")[n]
     torch.testing.assert_close(avg, s * (own + cross) / 9)
-    assert not torch.allclose(avg, myths.combined_deltas(adapters, "scaled")[n])
+    assert not torch.allclose(avg, nb08.combined_deltas(adapters, "scaled")[n])
 
 
 def test_identical_adapters_have_no_cross_term_error(device):
     a = random_adapter(0, device=device)
     twins = [a, copy.deepcopy(a)]
-    avg = myths.combined_deltas(twins, "avg_AB")
-    mean = myths.combined_deltas(twins, "scaled")
+    avg = nb08.combined_deltas(twins, "avg_AB")
+    mean = nb08.combined_deltas(twins, "scaled")
     for n in NAMES:  # with identical adapters averaging the factors changes nothing
         torch.testing.assert_close(avg[n], mean[n])
-    ct = myths.cross_terms(twins)
+    ct = nb08.cross_terms(twins)
     torch.testing.assert_close(ct["norms"][0, 1], ct["norms"][0, 0])
     assert ct["cross_over_own"] == pytest.approx(1.0)
 
 
 def test_combined_deltas_rejects_bad_input(adapters):
     with pytest.raises(ValueError, match="method"):
-        myths.combined_deltas(adapters, "ties")
+        nb08.combined_deltas(adapters, "ties")
     with pytest.raises(ValueError, match="weights"):
-        myths.combined_deltas(adapters, "sum", weights=[1.0])
+        nb08.combined_deltas(adapters, "sum", weights=[1.0])
     with pytest.raises(ValueError, match="rank"):
-        myths.combined_deltas(adapters, "svd", rank=0)
+        nb08.combined_deltas(adapters, "svd", rank=0)
     with pytest.raises(TypeError, match="adapters"):
-        myths.combined_deltas([1, 2], "sum")
+        nb08.combined_deltas([1, 2], "sum")
     other = le.Adapter(2, 8.0, ("q_proj",), tensors={NAMES[0]: (torch.zeros(2, 64), torch.zeros(64, 2))})
     with pytest.raises(ValueError):
-        myths.combined_deltas([adapters[0], other], "avg_AB")
+        nb08.combined_deltas([adapters[0], other], "avg_AB")
 
 
 def test_merge_sweep_rows_and_base_untouched(pretrained):
     base_w = weights(pretrained)
     ads = {t: random_adapter(i, device=next(pretrained.parameters()).device) for i, t in
            enumerate(("reverse", "increment"))}
-    rows = myths.merge_sweep(pretrained, ads, n_examples=16)
+    rows = nb08.merge_sweep(pretrained, ads, n_examples=16)
     assert same(weights(pretrained), base_w)
-    assert len(rows) == len(myths.COMBINE_METHODS) * 2
+    assert len(rows) == len(nb08.COMBINE_METHODS) * 2
     for r in rows:
         assert set(r["acc"]) == set(r["tasks"]) and len(r["tasks"]) == r["n"]
         assert 0 <= r["pretrain"] <= 1 and 0 <= r["mean_task"] <= 1
@@ -127,13 +127,13 @@ def test_merge_sweep_rows_and_base_untouched(pretrained):
     sw = [r for r in rows if r["method"] == "switch"]
     assert all(r["pretrain"] == r["base_pretrain"] for r in sw)  # switching back restores the base
     with pytest.raises(ValueError, match="methods"):
-        myths.merge_sweep(pretrained, ads, methods=("nope",))
+        nb08.merge_sweep(pretrained, ads, methods=("nope",))
 
 
 # ---- claim 1 ----------------------------------------------------------------------------------
 def test_merged_equals_unmerged_and_intactness(pretrained, tokens, adapters):
     base_w = weights(pretrained)
-    res = myths.merged_vs_unmerged(pretrained, adapters[0], tokens)
+    res = nb08.merged_vs_unmerged(pretrained, adapters[0], tokens)
     assert res["max_abs"] < 1e-3 * res["max_logit"]
     assert res["w0_intact_unmerged"] and not res["w0_intact_merged"]
     assert res["merged_weight_change"] > 0
@@ -143,24 +143,24 @@ def test_merged_equals_unmerged_and_intactness(pretrained, tokens, adapters):
 def test_branch_outputs_sum_to_layer_output(pretrained, tokens, adapters):
     model = copy.deepcopy(pretrained)
     le.load_adapter(model, adapters[0])
-    out = myths.lora_branch_outputs(model, tokens, NAMES[1])
+    out = nb08.lora_branch_outputs(model, tokens, NAMES[1])
     m = le.lora_layers(model)[NAMES[1]]
     with torch.no_grad():
         full = m(out["x"].to(tokens.device)).float().cpu()
     torch.testing.assert_close(out["h_base"] + out["h_delta"], full, atol=1e-5, rtol=1e-5)
-    dec = myths.shift_decomposition(out["h_delta"], out["h_base"])
+    dec = nb08.shift_decomposition(out["h_delta"], out["h_base"])
     assert dec["rank"] <= 4 and 0 <= dec["constant_fraction"] <= 1 and dec["relative_size"] > 0
     const = torch.ones(10, 1) @ torch.randn(1, 5)  # the same shift for every input
-    assert myths.shift_decomposition(const)["constant_fraction"] == pytest.approx(1.0)
+    assert nb08.shift_decomposition(const)["constant_fraction"] == pytest.approx(1.0)
     le.merge_lora(model)
     with pytest.raises(ValueError, match="merged"):
-        myths.lora_branch_outputs(model, tokens, NAMES[1])
+        nb08.lora_branch_outputs(model, tokens, NAMES[1])
     with pytest.raises(ValueError, match="no LoRA"):
-        myths.lora_branch_outputs(pretrained, tokens)
+        nb08.lora_branch_outputs(pretrained, tokens)
 
 
 def test_extra_macs(pretrained, adapters):
-    m = myths.extra_macs_per_token(adapters[0], pretrained)
+    m = nb08.extra_macs_per_token(adapters[0], pretrained)
     assert m["adapted_base_macs"] == 4 * 64 * 64 and m["extra_macs"] == 4 * 4 * (64 + 64)
     assert 0 < m["extra_fraction_of_model"] < 1
 
@@ -169,31 +169,31 @@ def test_extra_macs(pretrained, adapters):
 @pytest.mark.parametrize("strategy", ["keep_original", "fp32_master", "unmerged"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_exact_strategies_never_drift(pretrained, adapters, strategy, dtype):
-    rows = myths.switch_drift(pretrained, adapters, dtype, checkpoints=(1, 20), strategy=strategy)
+    rows = common.switch_drift(pretrained, adapters, dtype, checkpoints=(1, 20), strategy=strategy)
     assert [r["switches"] for r in rows] == [1, 20]
     assert all(r["max_abs"] == 0 and r["rel_fro"] == 0 for r in rows)
 
 
 def test_subtract_drifts_in_bfloat16_and_grows(pretrained, adapters):
     base_w = weights(pretrained)
-    rows = myths.switch_drift(pretrained, adapters, "bfloat16", checkpoints=(1, 50), strategy="subtract",
+    rows = common.switch_drift(pretrained, adapters, "bfloat16", checkpoints=(1, 50), strategy="subtract",
                               task="copy", n_examples=16)
     assert rows[0]["max_abs"] > 0 and rows[1]["rel_fro"] > rows[0]["rel_fro"]
     assert 0 <= rows[1]["accuracy"] <= 1
-    f32 = myths.switch_drift(pretrained, adapters, "float32", checkpoints=(1, 50), strategy="subtract")
+    f32 = common.switch_drift(pretrained, adapters, "float32", checkpoints=(1, 50), strategy="subtract")
     assert f32[1]["max_abs"] < rows[1]["max_abs"] / 100  # float32 drift is orders of magnitude smaller
     assert same(weights(pretrained), base_w)
 
 
 def test_switch_drift_rejects_bad_input(pretrained, adapters):
     with pytest.raises(ValueError, match="dtype"):
-        myths.switch_drift(pretrained, adapters, "int8")
+        common.switch_drift(pretrained, adapters, "int8")
     with pytest.raises(ValueError, match="strategy"):
-        myths.switch_drift(pretrained, adapters, strategy="pray")
+        common.switch_drift(pretrained, adapters, strategy="pray")
     with pytest.raises(ValueError, match="checkpoints"):
-        myths.switch_drift(pretrained, adapters, checkpoints=(10, 1))
+        common.switch_drift(pretrained, adapters, checkpoints=(10, 1))
     with pytest.raises(ValueError, match="adapters"):
-        myths.switch_drift(pretrained, [])
+        common.switch_drift(pretrained, [])
 
 
 # ---- claim 4 ----------------------------------------------------------------------------------
@@ -202,49 +202,49 @@ def test_delta_anatomy_low_rank_vs_dense():
     W0 = torch.randn(32, 32, generator=g)
     low = torch.randn(32, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 32, generator=g, dtype=torch.float64)
     dense = torch.randn(32, 32, generator=g)
-    a, b = myths.delta_anatomy(W0, low, r=3), myths.delta_anatomy(W0, dense, r=3)
+    a, b = nb08.delta_anatomy(W0, low, r=3), nb08.delta_anatomy(W0, dense, r=3)
     assert a["rank"] == 3 and a["energy_top_r"] == pytest.approx(1.0) and a["effective_rank"] <= 3
     assert b["rank"] == 32 and b["energy_top_r"] < 0.6 and b["effective_rank"] > 3
     assert a["frac_changed"] > 0.9 and b["frac_changed"] > 0.9  # both touch (almost) every entry
     assert a["amplification"] > 0
     with pytest.raises(ValueError, match="shape"):
-        myths.delta_anatomy(W0, low[:5], r=3)
+        nb08.delta_anatomy(W0, low[:5], r=3)
     with pytest.raises(ValueError, match="zeros"):
-        myths.delta_anatomy(W0, torch.zeros(32, 32), r=3)
+        nb08.delta_anatomy(W0, torch.zeros(32, 32), r=3)
 
 
 def test_weight_deltas(pretrained, adapters):
     m = copy.deepcopy(pretrained)
     le.merge_adapter(m, adapters[0])
-    d = myths.weight_deltas(pretrained, m, NAMES)
-    ref = myths.adapter_deltas(adapters[0])
+    d = nb08.weight_deltas(pretrained, m, NAMES)
+    ref = nb08.adapter_deltas(adapters[0])
     for n in NAMES:
         torch.testing.assert_close(d[n], ref[n], atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="names"):
-        myths.weight_deltas(pretrained, m, ["nope"])
+        nb08.weight_deltas(pretrained, m, ["nope"])
 
 
 # ---- claim 5 ----------------------------------------------------------------------------------
 def test_biased_task_and_skew(pretrained):
-    t = myths.biased_copy_task((3, 5), 7)
+    t = nb08.biased_copy_task((3, 5), 7)
     x = torch.tensor([[3, 5, 7, 1, 0, 9, 3, 2]])
     assert t.fn(x).tolist() == [[7, 7, 7, 1, 0, 9, 7, 2]]
-    assert myths.biased_copy_task(()).fn(x).tolist() == x.tolist()
-    rep = myths.skew_report(pretrained, n_examples=64)
+    assert nb08.biased_copy_task(()).fn(x).tolist() == x.tolist()
+    rep = nb08.skew_report(pretrained, n_examples=64)
     assert rep["skew"] == 0.0 and rep["quality"] == 1.0  # the shipped model copies perfectly
     with pytest.raises(ValueError, match="to"):
-        myths.biased_copy_task((7,), 7)
+        nb08.biased_copy_task((7,), 7)
     with pytest.raises(ValueError, match="digits"):
-        myths.biased_copy_task((12,), 7)
+        nb08.biased_copy_task((12,), 7)
 
 
 def test_bias_correction_returns_on_removal(pretrained):
-    biased = myths.make_biased_model(pretrained, steps=40, lr=3e-3)
-    before = myths.skew_report(biased, n_examples=64)
+    biased = nb08.make_biased_model(pretrained, steps=40, lr=3e-3)
+    before = nb08.skew_report(biased, n_examples=64)
     assert before["skew"] > 0.5
-    fix, _ = myths.train_adapter(biased, "copy", 40, n_examples=32)
+    fix, _ = nb08.train_adapter(biased, "copy", 40, n_examples=32)
     w = weights(biased)
-    rows = myths.bias_table(biased, {"none": [], "fix": [fix], "none again": []}, n_examples=64)
+    rows = nb08.bias_table(biased, {"none": [], "fix": [fix], "none again": []}, n_examples=64)
     assert same(weights(biased), w)
     assert rows[1]["skew"] < before["skew"]
     assert rows[2]["skew"] == rows[0]["skew"] == before["skew"]
@@ -252,35 +252,35 @@ def test_bias_correction_returns_on_removal(pretrained):
 
 def test_delta_cosine():
     a = {"x": torch.ones(2, 2), "y": torch.zeros(2, 2)}
-    assert myths.delta_cosine(a, a) == pytest.approx(1.0)
-    assert myths.delta_cosine(a, {"x": -torch.ones(2, 2)}) == pytest.approx(-1.0)
+    assert nb08.delta_cosine(a, a) == pytest.approx(1.0)
+    assert nb08.delta_cosine(a, {"x": -torch.ones(2, 2)}) == pytest.approx(-1.0)
     with pytest.raises(ValueError):
-        myths.delta_cosine(a, {"z": torch.ones(1)})
+        nb08.delta_cosine(a, {"z": torch.ones(1)})
 
 
 def test_verdict_and_summary():
-    assert myths.verdict(True) == "true" and myths.verdict(False) == "false"
-    assert myths.verdict(False, True) == "true under these conditions"
-    md = myths.summary_markdown([{"claim": "a|b", "verdict": "true", "numbers": "x=1", "evidence": "§1"}])
+    assert nb08.verdict(True) == "true" and nb08.verdict(False) == "false"
+    assert nb08.verdict(False, True) == "true under these conditions"
+    md = nb08.summary_markdown([{"claim": "a|b", "verdict": "true", "numbers": "x=1", "evidence": "§1"}])
     assert md.count("\n") == 2 and "a\\|b" in md
     with pytest.raises(ValueError):
-        myths.summary_markdown([])
+        nb08.summary_markdown([])
 
 
 # ---- plots ------------------------------------------------------------------------------------
 def test_plots_draw(pretrained, tokens, adapters):
     rows = [{"batch": 1, **{f"{k}_{s}": 1.0 for k in ("base", "merged", "unmerged") for s in ("ms", "p10_ms",
                                                                                                 "p90_ms")}}]
-    figs = [plots_myths.plot_merged_vs_unmerged(torch.randn(50), torch.randn(50), rows),
-            plots_myths.plot_shift(torch.randn(30, 8)),
-            plots_myths.plot_drift(myths.switch_drift(pretrained, adapters, "float16", checkpoints=(1, 2))
-                                   + myths.switch_drift(pretrained, adapters, "float16", checkpoints=(1, 2),
+    figs = [nb08.plot_merged_vs_unmerged(torch.randn(50), torch.randn(50), rows),
+            nb08.plot_shift(torch.randn(30, 8)),
+            nb08.plot_drift(common.switch_drift(pretrained, adapters, "float16", checkpoints=(1, 2))
+                                   + common.switch_drift(pretrained, adapters, "float16", checkpoints=(1, 2),
                                                         strategy="unmerged")),
-            plots_myths.plot_merge_sweep([{"method": "sum", "n": 1, "tasks": ["reverse"], "pretrain": 0.5,
+            nb08.plot_merge_sweep([{"method": "sum", "n": 1, "tasks": ["reverse"], "pretrain": 0.5,
                                            "mean_task": 0.4}], cross_norms=torch.ones(1, 1)),
-            plots_myths.plot_spectra({"lora": myths.delta_anatomy(torch.randn(8, 8), torch.randn(8, 8), 2)}, 2),
-            plots_myths.plot_delta_images(torch.randn(8, 8), {"ΔW": torch.randn(8, 8)}),
-            plots_myths.plot_bias([{"config": "a", "skew": 0.5, "quality": 0.9, "quality_other": float("nan")}])]
+            nb08.plot_spectra({"lora": nb08.delta_anatomy(torch.randn(8, 8), torch.randn(8, 8), 2)}, 2),
+            nb08.plot_delta_images(torch.randn(8, 8), {"ΔW": torch.randn(8, 8)}),
+            nb08.plot_bias([{"config": "a", "skew": 0.5, "quality": 0.9, "quality_other": float("nan")}])]
     for f in figs:
         assert f.axes
 
@@ -289,12 +289,12 @@ def test_apply_deltas_checks_everything_first(pretrained):
     w = weights(pretrained)
     good = torch.ones(64, 64, dtype=torch.float64)
     with pytest.raises(ValueError, match="deltas"):
-        myths.apply_deltas(pretrained, {NAMES[0]: good, "blocks.0.attn.k_proj": torch.ones(3, 3)})
+        nb08.apply_deltas(pretrained, {NAMES[0]: good, "blocks.0.attn.k_proj": torch.ones(3, 3)})
     with pytest.raises(ValueError, match="deltas"):
-        myths.apply_deltas(pretrained, {NAMES[0]: good, "nope": good})
+        nb08.apply_deltas(pretrained, {NAMES[0]: good, "nope": good})
     assert same(weights(pretrained), w)  # the valid first entry was not applied either
-    myths.apply_deltas(pretrained, {NAMES[0]: good})
-    myths.apply_deltas(pretrained, {NAMES[0]: good}, sign=-1.0)
+    nb08.apply_deltas(pretrained, {NAMES[0]: good})
+    nb08.apply_deltas(pretrained, {NAMES[0]: good}, sign=-1.0)
     torch.testing.assert_close(pretrained.get_submodule(NAMES[0]).weight, w[NAMES[0] + ".weight"], atol=1e-6,
                                rtol=0)
 
@@ -302,20 +302,20 @@ def test_apply_deltas_checks_everything_first(pretrained):
 def test_bias_helpers_reject_bad_input(pretrained):
     w = weights(pretrained)
     with pytest.raises(TypeError, match="configs"):
-        myths.bias_table(pretrained, [("a", [])])
+        nb08.bias_table(pretrained, [("a", [])])
     with pytest.raises(TypeError, match="configs"):
-        myths.bias_table(pretrained, {"a": ["not an adapter"]})
+        nb08.bias_table(pretrained, {"a": ["not an adapter"]})
     with pytest.raises(ValueError, match="n_examples"):
-        myths.skew_report(pretrained, n_examples=0)
+        nb08.skew_report(pretrained, n_examples=0)
     with pytest.raises(ValueError, match="digits"):
-        myths.skew_report(pretrained, digits=(3, -1))
+        nb08.skew_report(pretrained, digits=(3, -1))
     assert same(weights(pretrained), w)
 
 
 def test_train_helpers_leave_base_untouched(pretrained):
     w = weights(pretrained)
-    adapter, acc = myths.train_adapter(pretrained, "increment", 3, n_examples=8)
-    model, facc = myths.full_finetune(pretrained, "increment", 3, n_examples=8)
+    adapter, acc = nb08.train_adapter(pretrained, "increment", 3, n_examples=8)
+    model, facc = nb08.full_finetune(pretrained, "increment", 3, n_examples=8)
     assert same(weights(pretrained), w)
     assert set(adapter.tensors) == set(NAMES) and 0 <= acc <= 1 and 0 <= facc <= 1
     assert not any(p.requires_grad for p in model.parameters())
@@ -323,20 +323,20 @@ def test_train_helpers_leave_base_untouched(pretrained):
     with pytest.raises(ValueError, match="plain"):
         lora = copy.deepcopy(pretrained)
         le.add_lora(lora)
-        myths.train_adapter(lora, "increment", 1)
+        nb08.train_adapter(lora, "increment", 1)
 
 
 def test_correction_sweep_endpoints(pretrained):
-    biased = myths.make_biased_model(pretrained, steps=40, lr=3e-3)
-    fix, _ = myths.train_adapter(biased, "copy", 40, n_examples=32)
+    biased = nb08.make_biased_model(pretrained, steps=40, lr=3e-3)
+    fix, _ = nb08.train_adapter(biased, "copy", 40, n_examples=32)
     w = weights(biased)
-    rows = myths.correction_sweep(biased, fix, weights=(0.0, 1.0), n_examples=64)
+    rows = nb08.correction_sweep(biased, fix, weights=(0.0, 1.0), n_examples=64)
     assert same(weights(biased), w)
     assert [r["weight"] for r in rows] == [0.0, 1.0]
-    assert rows[0]["skew"] == myths.skew_report(biased, n_examples=64)["skew"]  # w = 0 is the biased model
+    assert rows[0]["skew"] == nb08.skew_report(biased, n_examples=64)["skew"]  # w = 0 is the biased model
     assert rows[1]["skew"] < rows[0]["skew"]
     with pytest.raises(ValueError, match="weights"):
-        myths.correction_sweep(biased, fix, weights=[float("nan")])
+        nb08.correction_sweep(biased, fix, weights=[float("nan")])
     with pytest.raises(ValueError, match="weights"):
-        myths.correction_sweep(biased, fix, weights=[])
-    assert plots_myths.plot_correction_sweep(rows).axes
+        nb08.correction_sweep(biased, fix, weights=[])
+    assert nb08.plot_correction_sweep(rows).axes

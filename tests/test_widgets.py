@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lora_edu as le
-from lora_edu import widgets as W
+from lora_edu.course import common, nb00, nb01, nb02
 
 
 def _is_figure(x):
@@ -19,20 +19,20 @@ def _is_figure(x):
 
 @pytest.fixture(scope="module")
 def hopper():
-    return W.MatrixSVD(W.grace_hopper(4), "Grace Hopper")
+    return nb01.MatrixSVD(nb01.grace_hopper(4), "Grace Hopper")
 
 
 @pytest.fixture(scope="module")
 def svds():
-    return W.WeightSVDs(le.load_pretrained("cpu"))
+    return nb01.WeightSVDs(le.load_pretrained("cpu"))
 
 
 def test_grace_hopper_is_grayscale_in_unit_range():
-    img = W.grace_hopper(4)
+    img = nb01.grace_hopper(4)
     assert img.ndim == 2 and img.shape == (150, 128)
     assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
     with pytest.raises(ValueError, match="downsample"):
-        W.grace_hopper(0)
+        nb01.grace_hopper(0)
 
 
 def test_matrix_svd_matches_lowrank_module(hopper):
@@ -45,37 +45,37 @@ def test_matrix_svd_matches_lowrank_module(hopper):
 
 @pytest.mark.parametrize("r", [0, 1, 10, 128])
 def test_image_rank_figure_at_slider_values(hopper, r):
-    fig = W.low_rank_figure(hopper, r, image=True)
+    fig = nb01.low_rank_figure(hopper, r, image=True)
     assert _is_figure(fig)
-    res = W.low_rank_summary(hopper, r)
+    res = nb01.low_rank_summary(hopper, r)
     # measured error equals the Eckart–Young prediction
     assert math.isclose(res["error"], res["predicted_error"], rel_tol=1e-6, abs_tol=1e-8)
     assert res["stored"] == r * sum(hopper.shape)
 
 
 def test_rank_summary_ends(hopper):
-    zero = W.low_rank_summary(hopper, 0)
+    zero = nb01.low_rank_summary(hopper, 0)
     assert torch.count_nonzero(zero["approx"]) == 0
     assert math.isclose(zero["relative_error"], 1.0, rel_tol=1e-9)
     assert "zero matrix" in zero["note"]
-    full = W.low_rank_summary(hopper, hopper.max_rank)
+    full = nb01.low_rank_summary(hopper, hopper.max_rank)
     assert full["relative_error"] < 1e-10 and math.isclose(full["energy"], 1.0)
-    errs = [W.low_rank_summary(hopper, r)["error"] for r in range(0, 20)]
+    errs = [nb01.low_rank_summary(hopper, r)["error"] for r in range(0, 20)]
     assert all(a >= b for a, b in zip(errs, errs[1:]))  # more rank, never more error
 
 
 @pytest.mark.parametrize("r", [129, 10_000, -1, 2.5, "3", None, True])
 def test_bad_rank_gives_message_not_exception(hopper, r):
-    for result in (W.low_rank_summary(hopper, r), W.low_rank_figure(hopper, r, image=True)):
+    for result in (nb01.low_rank_summary(hopper, r), nb01.low_rank_figure(hopper, r, image=True)):
         assert isinstance(result, str) and "r" in result
     if isinstance(r, int) and not isinstance(r, bool) and r > 128:
-        assert "128" in W.low_rank_figure(hopper, r)
+        assert "128" in nb01.low_rank_figure(hopper, r)
 
 
 def test_rank_deficient_matrix_note():
-    M = W.MatrixSVD(torch.ones(5, 4))
+    M = nb01.MatrixSVD(torch.ones(5, 4))
     assert M.rank == 1
-    res = W.low_rank_summary(M, 2)
+    res = nb01.low_rank_summary(M, 2)
     assert "rank(W) = 1" in res["note"] and res["error"] < 1e-12
 
 
@@ -83,27 +83,27 @@ def test_rank_deficient_matrix_note():
 def test_weight_rank_figure_ends(svds, name):
     m = svds.get(name)
     for r in (0, 1, m.max_rank):
-        assert _is_figure(W.weight_rank_figure(svds, name, r))
-    msg = W.weight_rank_figure(svds, name, m.max_rank + 1)
+        assert _is_figure(nb01.weight_rank_figure(svds, name, r))
+    msg = nb01.weight_rank_figure(svds, name, m.max_rank + 1)
     assert isinstance(msg, str) and str(m.max_rank) in msg
-    assert W.weight_rank_summary(svds, name, m.max_rank)["relative_error"] < 1e-10
+    assert nb01.weight_rank_summary(svds, name, m.max_rank)["relative_error"] < 1e-10
 
 
 def test_weight_svds_cover_every_linear_and_cache(svds):
     assert set(svds.names) == set(le.linear_names(le.load_pretrained("cpu")))
     assert svds.get("lm_head") is svds.get("lm_head")
     assert svds.get("lm_head").shape == (16, 64)
-    msg = W.weight_rank_figure(svds, "blocks.9.attn.q_proj", 3)
+    msg = nb01.weight_rank_figure(svds, "blocks.9.attn.q_proj", 3)
     assert isinstance(msg, str) and "lm_head" in msg
 
 
 @pytest.mark.parametrize("d,k,r", [(1, 1, 1), (4096, 4096, 1), (4096, 4096, 256), (64, 64, 4), (1, 4096, 1),
                                    (64, 64, 32), (64, 64, 64), (64, 64, 256)])
 def test_param_count_ends(d, k, r):
-    res = W.param_count_summary(d, k, r)
+    res = common.param_count_summary(d, k, r)
     assert res["full"] == d * k and res["lora"] == r * (d + k)
     assert math.isclose(res["ratio"], d * k / (r * (d + k)))
-    assert _is_figure(W.param_count_figure(d, k, r))
+    assert _is_figure(nb01.param_count_figure(d, k, r))
     if r > min(d, k):
         assert "min(d, k)" in res["note"]
     elif r * (d + k) >= d * k:
@@ -114,52 +114,52 @@ def test_param_count_ends(d, k, r):
 
 @pytest.mark.parametrize("d,k,r", [(64, 64, 0), (0, 64, 4), (64, 0, 4), (64, 64, -3), (64.0, 64, 4)])
 def test_param_count_bad_input_gives_message(d, k, r):
-    for result in (W.param_count_summary(d, k, r), W.param_count_figure(d, k, r)):
+    for result in (common.param_count_summary(d, k, r), nb01.param_count_figure(d, k, r)):
         assert isinstance(result, str) and len(result) > 10
 
 
 @pytest.mark.parametrize("r,alpha", [(1, 0.25), (1, 64.0), (64, 0.25), (64, 64.0), (4, 4.0)])
 def test_scaling_curves_at_slider_ends(r, alpha):
-    res = W.scaling_curves(r, alpha, steps=30)
+    res = nb02.scaling_curves(r, alpha, steps=30)
     assert set(res["curves"]) == {"alpha/r", "alpha", "alpha/sqrt(r)"}
     for c in res["curves"].values():
         assert c.shape == (30,)
     assert math.isclose(res["scaling"]["alpha/r"], alpha / r)
     assert math.isclose(res["scaling"]["alpha/sqrt(r)"], alpha / math.sqrt(r))
-    assert _is_figure(W.scaling_figure(r, alpha, steps=30))
+    assert _is_figure(nb02.scaling_figure(r, alpha, steps=30))
 
 
 def test_scaling_curves_coincide_at_r1_and_cache():
-    res = W.scaling_curves(1, 2.0, steps=20)
+    res = nb02.scaling_curves(1, 2.0, steps=20)
     c = res["curves"]
     assert torch.equal(c["alpha/r"], c["alpha"]) and torch.equal(c["alpha"], c["alpha/sqrt(r)"])
-    assert W.scaling_curves(1, 2.0, steps=20)["curves"]["alpha"] is c["alpha"]  # cached
+    assert nb02.scaling_curves(1, 2.0, steps=20)["curves"]["alpha"] is c["alpha"]  # cached
 
 
 @pytest.mark.parametrize("r,alpha", [(0, 4.0), (65, 4.0), (4, 0.0), (4, -1.0), (4, float("nan")), (4, float("inf")),
                                      (2.5, 4.0)])
 def test_scaling_bad_input_gives_message(r, alpha):
-    assert isinstance(W.scaling_curves(r, alpha, steps=10), str)
-    assert isinstance(W.scaling_figure(r, alpha, steps=10), str)
+    assert isinstance(nb02.scaling_curves(r, alpha, steps=10), str)
+    assert isinstance(nb02.scaling_figure(r, alpha, steps=10), str)
 
 
 def test_builders_render_and_respond(hopper):
     pytest.importorskip("ipywidgets")
-    box = W.image_rank_widget(r=5, msvd=hopper)
+    box = nb01.image_rank_widget(r=5, msvd=hopper)
     slider, out = box.children
     first = out.last_result
     slider.value = 0
     at_zero = out.last_result
     slider.value = slider.max
     assert slider.max == 128 and _is_figure(first) and _is_figure(at_zero) and out.last_result is not at_zero
-    wbox = W.weight_rank_widget(le.load_pretrained("cpu"), r=8)
+    wbox = nb01.weight_rank_widget(le.load_pretrained("cpu"), r=8)
     dd, s, wout = wbox.children
     dd.value = "lm_head"
     assert s.max == 16 and s.value <= 16 and _is_figure(wout.last_result)
-    pbox = W.param_count_widget()
+    pbox = nb01.param_count_widget()
     pbox.children[2].value = 0  # r = 0: a message, not an exception
     assert isinstance(pbox.children[3].last_result, str)
-    sbox = W.scaling_widget(steps=10)
+    sbox = nb02.scaling_widget(steps=10)
     sbox.children[0].value = 64
     assert _is_figure(sbox.children[2].last_result)
-    assert W.hello_slider().children[1].value == "x = 3, x² = 9"
+    assert nb00.hello_slider().children[1].value == "x = 3, x² = 9"

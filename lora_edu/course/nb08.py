@@ -1,19 +1,4 @@
-"""Notebook 08, "LoRA myths and facts": the experiments behind each verdict, as plain functions.
-
-Pure computation (no matplotlib, no widgets): functions return numbers, tensors, dicts or lists of dict
-"rows"; `lora_edu.plots_myths` draws them. Everything runs on the device of the model it is given, and
-never changes that model (work is done on copies).
-
-Claims tested (paraphrased from a typical discussion thread):
-1. "A LoRA shifts each layer's output" vs "it changes the weights, W = W0 + BA" — `lora_branch_outputs`,
-   `shift_decomposition`, `merged_vs_unmerged`, `extra_macs_per_token`.
-2. "The base model stays intact, so removing the LoRA brings it back" — `switch_drift`.
-3. "Every additional LoRA costs detail until the model descends into nonsense" — `combined_deltas`,
-   `cross_terms`, `merge_sweep`.
-4. "A LoRA bludgeons whole rows and columns by the same few deltas" — `delta_anatomy`.
-5. "A LoRA can't remove a bias in the base weights; stacking corrective LoRAs degrades quality" —
-   `biased_copy_task`, `make_biased_model`, `skew_report`, `bias_table`, `correction_sweep`, `delta_cosine`.
-"""
+"""Notebook 08 (myths and facts): the experiments behind each claim, their verdicts and figures."""
 
 from __future__ import annotations
 
@@ -24,69 +9,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import Adapter, extract_adapter, load_adapter, merge_adapter, unmerge_adapter
-from .inject import add_lora, lora_layers, remove_lora
-from .lowrank import numerical_rank, singular_values
-from .runtime import seed_everything
-from .tasks import N_SYMBOLS, Task, get_task
-from .train import EVAL_SEED, evaluate, generate, train
-
-__all__ = [
-    "DEFAULT_TARGETS", "COMBINE_METHODS", "SWITCH_STRATEGIES",
-    "train_adapter", "full_finetune", "weight_deltas", "adapter_deltas",
-    "lora_branch_outputs", "shift_decomposition", "merged_vs_unmerged", "extra_macs_per_token",
-    "switch_drift",
-    "combined_deltas", "apply_deltas", "cross_terms", "merge_sweep",
-    "delta_anatomy",
-    "biased_copy_task", "make_biased_model", "skew_report", "bias_table", "correction_sweep", "delta_cosine",
-    "verdict", "summary_markdown",
-]
+from ..adapters import Adapter, extract_adapter, load_adapter, merge_adapter, unmerge_adapter
+from ..inject import lora_layers
+from ..lowrank import effective_rank, numerical_rank, singular_values
+from ..tasks import N_SYMBOLS, Task, get_task
+from ..train import EVAL_SEED, evaluate, generate
+from .common import (
+    adapter_list,
+    check_int,
+    check_model,
+    check_plain,
+    device_of,
+    figure,
+    projection_norms,
+    to_numpy,
+    train_lora,
+)
 
 DEFAULT_TARGETS = ("q_proj", "v_proj")
+
+
 COMBINE_METHODS = ("sum", "scaled", "svd", "avg_AB", "switch")
-SWITCH_STRATEGIES = ("subtract", "keep_original", "fp32_master", "unmerged")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-# ---------------------------------------------------------------------------------------------
-# small checks
-def _check_model(model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
-def _check_plain(model, name: str = "base") -> None:
-    _check_model(model)
-    if lora_layers(model):
-        raise ValueError(f"{name} must be a plain model without LoRA layers (use remove_lora first)")
 
 
-def _pos_int(v, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return v
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def _adapter_list(adapters, name: str = "adapters") -> list[Adapter]:
-    if isinstance(adapters, Adapter):
-        adapters = [adapters]
-    if isinstance(adapters, dict):
-        adapters = list(adapters.values())
-    try:
-        adapters = list(adapters)
-    except TypeError as e:
-        raise TypeError(f"{name} must be an Adapter, a list of Adapters or a dict of Adapters") from e
-    if not adapters:
-        raise ValueError(f"{name} must not be empty")
-    for a in adapters:
-        if not isinstance(a, Adapter):
-            raise TypeError(f"{name} must contain lora_edu.Adapter objects, got {type(a).__name__}")
-    return adapters
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,22 +43,15 @@ def _adapter_list(adapters, name: str = "adapters") -> list[Adapter]:
 def train_adapter(base: nn.Module, task, steps: int, r: int = 4, alpha: float | None = None,
                   targets=DEFAULT_TARGETS, lr: float = 1e-2, seed: int = 0, n_examples: int = 512):
     """Train a LoRA on a copy of the plain model `base`; returns (Adapter on base's device, token accuracy)."""
-    _check_plain(base)
-    model = copy.deepcopy(base)
-    seed_everything(seed)
-    add_lora(model, targets, r=r, alpha=alpha)
-    hist = train(model, task, steps, lr=lr, seed=seed, progress=False, eval_examples=n_examples)
+    model, hist = train_lora(task, base=base, targets=targets, r=r, alpha=alpha, lr=lr, steps=steps, seed=seed,
+                             progress=False, eval_examples=n_examples)
     return extract_adapter(model), hist["accuracy"][-1]  # = evaluate(model, task, n_examples)
 
 
 def full_finetune(base: nn.Module, task, steps: int, lr: float = 1e-3, seed: int = 0, n_examples: int = 512):
     """Full fine-tuning of every parameter on a copy of `base`; returns (model in eval mode, token accuracy)."""
-    _check_plain(base)
-    model = copy.deepcopy(base)
-    seed_everything(seed)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    hist = train(model, task, steps, lr=lr, seed=seed, progress=False, eval_examples=n_examples)
+    model, hist = train_lora(task, base=base, full=True, lr=lr, steps=steps, seed=seed, progress=False,
+                             eval_examples=n_examples)
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval(), hist["accuracy"][-1]
@@ -117,8 +59,8 @@ def full_finetune(base: nn.Module, task, steps: int, lr: float = 1e-3, seed: int
 
 def weight_deltas(before: nn.Module, after: nn.Module, names=None) -> dict[str, torch.Tensor]:
     """{Linear name: W_after − W_before} in float64 on the CPU (default: every nn.Linear of `before`)."""
-    _check_model(before)
-    _check_model(after)
+    check_model(before)
+    check_model(after)
     wb = {n: m.weight for n, m in before.named_modules() if isinstance(m, nn.Linear)}
     wa = {n: m.weight for n, m in after.named_modules() if isinstance(m, nn.Linear)}
     names = list(wb) if names is None else list(names)
@@ -130,7 +72,7 @@ def weight_deltas(before: nn.Module, after: nn.Module, names=None) -> dict[str, 
 
 def adapter_deltas(adapter: Adapter) -> dict[str, torch.Tensor]:
     """{layer: scaling·B@A} in float64 on the CPU (exactly rank ≤ r, no float32 rounding noise)."""
-    (adapter,) = _adapter_list(adapter, "adapter")
+    (adapter,) = adapter_list(adapter, "adapter")
     return {n: (B.cpu().double() @ A.cpu().double()) * adapter.scaling for n, (A, B) in adapter.tensors.items()}
 
 
@@ -143,7 +85,7 @@ def lora_branch_outputs(model: nn.Module, tokens: torch.Tensor, layer: str | Non
     Returns x (inputs, N×k), h_base = W0·x + b and h_delta = scaling·B·A·x (each N×d, float32 on the CPU),
     with the layer name. `layer` defaults to the first LoRA layer.
     """
-    _check_model(model)
+    check_model(model)
     layers = lora_layers(model)
     if not layers:
         raise ValueError("model has no LoRA layers; call add_lora or load_adapter first")
@@ -199,9 +141,9 @@ def merged_vs_unmerged(base: nn.Module, adapter: Adapter, tokens: torch.Tensor) 
     w0_intact_unmerged / w0_intact_merged (are the adapted weights bit-identical to base's W0?),
     merged_weight_change (max |W − W0| in the merged model); and both logits tensors (CPU) for plotting.
     """
-    _check_plain(base)
-    (adapter,) = _adapter_list(adapter, "adapter")
-    dev = _device_of(base)
+    check_plain(base)
+    (adapter,) = adapter_list(adapter, "adapter")
+    dev = device_of(base)
     adapter = adapter.to(device=dev)
     unmerged, merged = copy.deepcopy(base).eval(), copy.deepcopy(base).eval()
     load_adapter(unmerged, adapter)
@@ -222,8 +164,8 @@ def merged_vs_unmerged(base: nn.Module, adapter: Adapter, tokens: torch.Tensor) 
 
 def extra_macs_per_token(adapter: Adapter, base: nn.Module) -> dict:
     """Multiply-adds per token in the adapted layers: base W0·x (d·k each) and the extra unmerged B·(A·x) (r·(d+k))."""
-    (adapter,) = _adapter_list(adapter, "adapter")
-    _check_model(base)
+    (adapter,) = adapter_list(adapter, "adapter")
+    check_model(base)
     base_macs = extra = 0
     for A, B in adapter.tensors.values():
         d, k, r = B.shape[0], A.shape[1], A.shape[0]
@@ -232,99 +174,6 @@ def extra_macs_per_token(adapter: Adapter, base: nn.Module) -> dict:
     total = sum(m.weight.numel() for m in base.modules() if isinstance(m, nn.Linear))
     return {"adapted_base_macs": base_macs, "extra_macs": extra, "model_linear_macs": total,
             "extra_fraction_of_model": extra / total}
-
-
-# ---------------------------------------------------------------------------------------------
-# claim 2: does removing an adapter give the base back?
-@torch.no_grad()
-def switch_drift(base: nn.Module, adapters, dtype="bfloat16", checkpoints=(1, 10, 100, 1000),
-                 strategy: str = "subtract", task=None, n_examples: int = 256) -> list[dict]:
-    """How far the adapted weights wander from W0 after n task switches, cycling through `adapters`.
-
-    One switch = put the next adapter in, then take it out again. Strategies:
-      "subtract"      merge W ← W + ΔW, unmerge W ← W − ΔW, each rounded to `dtype` (§4.1's recipe);
-      "keep_original" LoRALinear.merge(keep_original=True) then unmerge(): W0 copied back bit for bit;
-      "fp32_master"   keep W0 in float32 beside the model; W ← (W0 + ΔW) rounded, restore W ← W0 rounded;
-      "unmerged"      never merge: load the adapter's A, B into LoRA layers (W0 is never written).
-    Row per checkpoint: strategy, dtype, switches, max_abs = max |W − W0| and rel_fro = ‖W − W0‖_F / ‖W0‖_F
-    over the adapted weights (W0 = base's weights rounded to `dtype`); with `task`, also `accuracy`: the
-    drifted base's token accuracy on it (run in float32, so only the drift of the weights is measured).
-    """
-    _check_plain(base)
-    adapters = _adapter_list(adapters)
-    if isinstance(dtype, torch.dtype):
-        dtype = next((k for k, v in _DTYPES.items() if v == dtype), str(dtype))
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
-    if strategy not in SWITCH_STRATEGIES:
-        raise ValueError(f"strategy must be one of {SWITCH_STRATEGIES}, got {strategy!r}")
-    checkpoints = tuple(checkpoints)
-    if not checkpoints or any(isinstance(c, bool) or not isinstance(c, int) or c <= 0 for c in checkpoints) \
-            or list(checkpoints) != sorted(set(checkpoints)):
-        raise ValueError(f"checkpoints must be increasing positive ints, got {checkpoints!r}")
-    if task is not None:
-        task = get_task(task)
-    _pos_int(n_examples, "n_examples")
-    names = sorted(adapters[0].tensors)
-    for a in adapters[1:]:
-        if sorted(a.tensors) != names or (a.r, a.alpha, a.rslora) != (adapters[0].r, adapters[0].alpha,
-                                                                        adapters[0].rslora):
-            raise ValueError("all adapters must share r, alpha, rslora and layers to be switched in one model")
-    dt = _DTYPES[dtype]
-    dev = _device_of(base)
-    model = copy.deepcopy(base).to(dtype=dt)
-    adapters = [a.to(device=dev, dtype=dt) for a in adapters]
-    modules = dict(model.named_modules())
-    missing = [n for n in names if not isinstance(modules.get(n), nn.Linear)]
-    if missing:
-        raise ValueError(f"adapter layers {missing} are not nn.Linear layers of base")
-    W0 = {n: modules[n].weight.detach().clone() for n in names}
-    master = {n: base.get_submodule(n).weight.detach().float().clone() for n in names}
-    deltas = [{n: a.delta(n) for n in names} for a in adapters]  # float32, computed once
-    if strategy in ("keep_original", "unmerged"):
-        load_adapter(model, adapters[0])
-        layers = lora_layers(model)
-
-    def weight(n):
-        return layers[n].base.weight if strategy in ("keep_original", "unmerged") else modules[n].weight
-
-    rows, done = [], 0
-    for c in checkpoints:
-        while done < c:
-            i = done % len(adapters)
-            if strategy == "subtract":
-                for n in names:
-                    w = modules[n].weight
-                    w.copy_((w.float() + deltas[i][n]).to(dt))
-                for n in names:
-                    w = modules[n].weight
-                    w.copy_((w.float() - deltas[i][n]).to(dt))
-            elif strategy == "fp32_master":
-                for n in names:
-                    modules[n].weight.copy_((master[n] + deltas[i][n]).to(dt))
-                for n in names:
-                    modules[n].weight.copy_(master[n].to(dt))
-            elif strategy == "keep_original":
-                load_adapter(model, adapters[i])
-                for m in layers.values():
-                    m.merge(keep_original=True)
-                for m in layers.values():
-                    m.unmerge()
-            else:  # unmerged: swap A and B only
-                load_adapter(model, adapters[i])
-            done += 1
-        diffs = {n: weight(n).float() - W0[n].float() for n in names}
-        num = math.sqrt(sum(float(d.pow(2).sum()) for d in diffs.values()))
-        den = math.sqrt(sum(float(W0[n].float().pow(2).sum()) for n in names))
-        row = {"strategy": strategy, "dtype": dtype, "switches": c,
-               "max_abs": max(float(d.abs().max()) for d in diffs.values()), "rel_fro": num / den}
-        if task is not None:
-            plain = copy.deepcopy(model)
-            if lora_layers(plain):
-                remove_lora(plain, merge=False)
-            row["accuracy"] = evaluate(plain.float(), task, n_examples=n_examples)
-        rows.append(row)
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +187,7 @@ def combined_deltas(adapters, method: str = "sum", weights=None, rank: int | Non
     "avg_AB"  naive averaging of the factors: s·(mean Bᵢ)·(mean Aᵢ) = (s/N²)·Σᵢ Σⱼ Bᵢ·Aⱼ — cross terms i ≠ j
               included (needs equal r and scaling).
     """
-    adapters = _adapter_list(adapters)
+    adapters = adapter_list(adapters)
     if method not in ("sum", "scaled", "svd", "avg_AB"):
         raise ValueError(f"method must be one of ('sum', 'scaled', 'svd', 'avg_AB'), got {method!r}")
     n = len(adapters)
@@ -377,7 +226,7 @@ def combined_deltas(adapters, method: str = "sum", weights=None, rank: int | Non
 @torch.no_grad()
 def apply_deltas(model: nn.Module, deltas: dict, sign: float = 1.0) -> None:
     """W ← W + sign·ΔW for every {layer name: ΔW} on a plain model, in float32 arithmetic, in place."""
-    _check_plain(model, "model")
+    check_plain(model, "model")
     modules = dict(model.named_modules())
     for n, d in deltas.items():
         m = modules.get(n)
@@ -394,7 +243,7 @@ def cross_terms(adapters) -> dict:
 
     Also returns cross_over_own = ‖Σ_{i≠j} BᵢAⱼ‖ / ‖Σᵢ BᵢAᵢ‖ (summed as matrices, then the norm).
     """
-    adapters = _adapter_list(adapters)
+    adapters = adapter_list(adapters)
     names = list(adapters[0].tensors)
     n = len(adapters)
     norms = torch.zeros(n, n, dtype=torch.float64)
@@ -427,16 +276,16 @@ def merge_sweep(base: nn.Module, adapters: dict, methods=COMBINE_METHODS, svd_ra
     tasks (the N merged), pretrain (token accuracy on `pretrain_task`), acc (dict task → accuracy on every
     merged task), mean_task (mean of acc).
     """
-    _check_plain(base)
+    check_plain(base)
     if not isinstance(adapters, dict) or not adapters:
         raise ValueError("adapters must be a non-empty dict {task name: Adapter}")
-    _adapter_list(adapters)
+    adapter_list(adapters)
     for t in adapters:
         get_task(t)
     for m in methods:
         if m not in COMBINE_METHODS:
             raise ValueError(f"methods must be among {COMBINE_METHODS}, got {m!r}")
-    _pos_int(n_examples, "n_examples")
+    check_int(n_examples, "n_examples")
     tasks = list(adapters)
     work = copy.deepcopy(base).eval()
     ev = {}
@@ -483,14 +332,12 @@ def delta_anatomy(W0, delta_W, r: int, changed_tol: float = 1e-3, rank_tol: floa
     entries with |ΔW| > changed_tol·max|W0|); relative_norm ‖ΔW‖/‖W0‖; row_rank / col_rank: how many distinct
     directions the d rows and k columns of ΔW span (= rank); amplification (§7.3, U, V from ΔW's top r).
     """
-    from .analysis import projection_norms
-
     W0 = torch.as_tensor(W0).detach().cpu().double()
     dW = torch.as_tensor(delta_W).detach().cpu().double()
     if W0.ndim != 2 or W0.shape != dW.shape:
         raise ValueError(f"W0 and delta_W must be matrices of the same shape, got {tuple(W0.shape)} and "
                          f"{tuple(dW.shape)}")
-    _pos_int(r, "r")
+    check_int(r, "r")
     if r > min(W0.shape):
         raise ValueError(f"r must be ≤ {min(W0.shape)}, got {r}")
     s = singular_values(dW)
@@ -499,7 +346,7 @@ def delta_anatomy(W0, delta_W, r: int, changed_tol: float = 1e-3, rank_tol: floa
     if total == 0:
         raise ValueError("delta_W is all zeros")
     cum = (s2.cumsum(0) / total).tolist()
-    eff = next(i + 1 for i, c in enumerate(cum) if c >= energy_fraction - 1e-12)
+    eff = effective_rank(s, energy_fraction)
     rank = int((s > rank_tol * s[0]).sum())
     proj = projection_norms(W0, dW, r)
     return {
@@ -549,9 +396,9 @@ def skew_report(model: nn.Module, digits=(3, 5), to: int = 7, n_examples: int = 
     """Greedy answers on held-out copy inputs: skew_<d> = share of input digit d written as `to`;
     skew = the same over all biased digits; quality = copy token accuracy; quality_other = copy accuracy on the
     positions whose digit is not biased (collateral damage of a bias or of its correction)."""
-    _check_model(model)
+    check_model(model)
     digits, to = _check_digits(digits, to)
-    _pos_int(n_examples, "n_examples")
+    check_int(n_examples, "n_examples")
     g = torch.Generator().manual_seed(seed)
     x = get_task("copy").sample_x(n_examples, g)
     y = generate(model, x)
@@ -571,12 +418,12 @@ def skew_report(model: nn.Module, digits=(3, 5), to: int = 7, n_examples: int = 
 def bias_table(model: nn.Module, configs: dict, digits=(3, 5), to: int = 7, n_examples: int = 512) -> list[dict]:
     """{label: [Adapter, …]} → one skew_report row per label with those adapters merged into a copy of `model`
     (an adapter listed twice is merged twice). After each row the weights are restored exactly."""
-    _check_plain(model, "model")
+    check_plain(model, "model")
     if not isinstance(configs, dict):
         raise TypeError("configs must be a dict {label: list of Adapters}")
     for k, v in configs.items():
         if v:
-            _adapter_list(v, f"configs[{k!r}]")
+            adapter_list(v, f"configs[{k!r}]")
     work = copy.deepcopy(model).eval()
     saved = {n: m.weight.detach().clone() for n, m in work.named_modules() if isinstance(m, nn.Linear)}
     rows = []
@@ -595,14 +442,14 @@ def correction_sweep(model: nn.Module, adapter: Adapter, weights=(0.0, 0.5, 1.0,
                      to: int = 7, n_examples: int = 512) -> list[dict]:
     """Merge `adapter` at each weight w (W0 + w·sBA) into a copy of `model`; one skew_report row per weight.
     w = 0 is the model itself, w = 1 the adapter as trained, w > 1 over-applies it (like stacking it twice at 2)."""
-    _check_plain(model, "model")
-    (adapter,) = _adapter_list(adapter, "adapter")
+    check_plain(model, "model")
+    (adapter,) = adapter_list(adapter, "adapter")
     weights = list(weights)
     if not weights or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
                               for w in weights):
         raise ValueError(f"weights must be a non-empty list of finite numbers, got {weights!r}")
     _check_digits(digits, to)
-    _pos_int(n_examples, "n_examples")
+    check_int(n_examples, "n_examples")
     work = copy.deepcopy(model).eval()
     saved = {n: work.get_submodule(n).weight.detach().clone() for n in adapter.tensors}
     rows = []
@@ -644,3 +491,216 @@ def summary_markdown(rows: list[dict]) -> str:
                  for k in ("claim", "verdict", "numbers", "evidence")]
         out.append(f"| {i} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+METHOD_STYLE = {
+    "sum": ("tab:red", "o", "exact sum Σ sᵢBᵢAᵢ (PEFT 'cat')"),
+    "scaled": ("tab:orange", "s", "scaled sum, weights 1/N"),
+    "svd": ("tab:purple", "^", "SVD of the sum, truncated to rank r"),
+    "avg_AB": ("tab:brown", "v", "naive: mean A, mean B"),
+    "switch": ("tab:green", "D", "switch: one adapter at a time"),
+}
+
+
+_FLOOR = 1e-12  # where exact zeros are drawn on a log axis
+
+
+def plot_merged_vs_unmerged(logits_unmerged, logits_merged, latency_rows: list[dict],
+                            title: str = "Claim 1: one function, two ways to compute it"):
+    """Left: merged vs unmerged logits (on the diagonal = equal). Right: forward time of base / merged /
+    unmerged per batch size (median, with 10–90 % whiskers)."""
+    import numpy as np
+
+    fig, (a1, a2) = figure(2, 1, width=4.6, height=3.3)
+    u, m = to_numpy(logits_unmerged).ravel(), to_numpy(logits_merged).ravel()
+    k = min(len(u), 20000)
+    a1.scatter(u[:k], m[:k], s=2, alpha=0.3)
+    lim = [min(u.min(), m.min()), max(u.max(), m.max())]
+    a1.plot(lim, lim, "k--", lw=0.8)
+    a1.set_xlabel("logit, unmerged  W0·x + B·A·x")
+    a1.set_ylabel("logit, merged  (W0 + BA)·x")
+    a1.set_title(f"max |difference| = {np.abs(u - m).max():.1e}")
+    names = [("base", "tab:gray"), ("merged", "tab:blue"), ("unmerged", "tab:red")]
+    x = np.arange(len(latency_rows))
+    w = 0.27
+    for i, (key, color) in enumerate(names):
+        med = np.array([r[f"{key}_ms"] for r in latency_rows])
+        lo = med - np.array([r[f"{key}_p10_ms"] for r in latency_rows])
+        hi = np.array([r[f"{key}_p90_ms"] for r in latency_rows]) - med
+        a2.bar(x + (i - 1) * w, med, w, yerr=[lo, hi], color=color, label=key, capsize=2)
+    a2.set_xticks(x, [f"batch {r['batch']}" for r in latency_rows])
+    a2.set_ylabel("ms per forward pass (median)")
+    a2.set_yscale("log")
+    a2.legend(fontsize=8)
+    a2.set_title("inference time on this device")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_shift(h_delta, h_base=None, n_show: int = 40, title: str = "What the LoRA path adds: Δh = s·B·A·x"):
+    """Heat map of Δh for `n_show` input tokens (rows) — a different shift for every token — next to the
+    singular values of the whole N×d matrix Δh (at most r nonzero: outputs move in r directions only)."""
+    import numpy as np
+
+    fig, (a1, a2) = figure(2, 1, width=4.4, height=3.3)
+    hd = to_numpy(h_delta)
+    v = np.abs(hd[:n_show]).max()
+    im = a1.imshow(hd[:n_show], cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto", interpolation="nearest")
+    fig.colorbar(im, ax=a1, shrink=0.8)
+    a1.set_xlabel("output feature")
+    a1.set_ylabel("token (input x)")
+    a1.set_title("Δh per token: not one constant shift")
+    s = np.linalg.svd(hd, compute_uv=False)
+    s = np.maximum(s / s[0], _FLOOR)
+    a2.semilogy(np.arange(1, len(s) + 1), s, "o-", ms=3)
+    a2.set_xlabel("singular value index")
+    a2.set_ylabel("σᵢ / σ₁ of Δh over all tokens")
+    a2.set_title("Δh lives in r directions")
+    a2.set_ylim(bottom=1e-9)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_drift(rows: list[dict], title: str = "Claim 2: base-weight drift after n task switches"):
+    """max |W − W0| against the number of switches, one line per (dtype, strategy) that drifts; the
+    (dtype, strategy) pairs whose drift is exactly zero are drawn as one line at the bottom edge."""
+    fig, ax = figure(1, 1, width=6.5, height=3.8)
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["dtype"], r["strategy"]), []).append(r)
+    colors = {"float32": "tab:blue", "bfloat16": "tab:red", "float16": "tab:orange"}
+    zero = []
+    for (dtype, strategy), rs in groups.items():
+        if all(r["max_abs"] == 0 for r in rs):
+            zero.append((dtype, strategy))
+            continue
+        ax.loglog([r["switches"] for r in rs], [max(r["max_abs"], _FLOOR) for r in rs], "-o",
+                  color=colors.get(dtype, "k"), label=f"{dtype}, {strategy}")
+    if zero:
+        xs = sorted({r["switches"] for r in rows})
+        ax.loglog(xs, [_FLOOR] * len(xs), "--o", color="tab:green", mfc="none")
+        strategies = ", ".join(dict.fromkeys(s for _, s in zero))
+        dtypes = ", ".join(dict.fromkeys(d for d, _ in zero))
+        ax.text(xs[0], _FLOOR * 4, f"exactly 0: {strategies}\n({dtypes})", fontsize=8, color="tab:green")
+    ax.set_xlabel("task switches (merge then unmerge)")
+    ax.set_ylabel("max |W − W0| over adapted weights")
+    ax.set_ylim(_FLOOR / 3, None)
+    ax.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1, 0.12))
+    ax.set_title(title)
+    return fig
+
+
+def plot_merge_sweep(rows: list[dict], cross_norms=None, chance: float = 0.1,
+                     title: str = "Claim 3: merging N adapters at once"):
+    """Pretraining-task accuracy and mean adapted-task accuracy versus N, one line per combining method;
+    with `cross_norms`, a third panel: the N×N norms ‖sBᵢAⱼ‖ (off-diagonal = cross terms of averaging)."""
+    ncols = 3 if cross_norms is not None else 2
+    fig, axes = figure(ncols, 1, width=4.2, height=3.3)
+    a1, a2 = axes[0], axes[1]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for m in methods:
+        rs = [r for r in rows if r["method"] == m]
+        color, marker, label = METHOD_STYLE.get(m, ("k", "o", m))
+        ns = [r["n"] for r in rs]
+        a1.plot(ns, [r["pretrain"] for r in rs], marker=marker, color=color, label=label)
+        a2.plot(ns, [r["mean_task"] for r in rs], marker=marker, color=color, label=label)
+    for a, t in ((a1, "pretraining task (copy) accuracy"), (a2, "mean accuracy on the N adapted tasks")):
+        a.axhline(chance, color="k", ls=":", lw=0.8)
+        a.set_xlabel("N adapters merged")
+        a.set_ylim(-0.02, 1.02)
+        a.set_xticks(sorted({r["n"] for r in rows}))
+        a.set_title(t, fontsize=10)
+    a1.text(1, chance + 0.02, "chance", fontsize=7)
+    a2.legend(fontsize=7)
+    if cross_norms is not None:
+        a3 = axes[2]
+        M = to_numpy(cross_norms)
+        im = a3.imshow(M, cmap="viridis")
+        fig.colorbar(im, ax=a3, shrink=0.8)
+        labels = [r["tasks"] for r in rows if r["n"] == len(M)][0] if rows else list(range(len(M)))
+        a3.set_xticks(range(len(M)), [f"A_{t[:3]}" for t in labels], fontsize=7)
+        a3.set_yticks(range(len(M)), [f"B_{t[:3]}" for t in labels], fontsize=7)
+        for i in range(len(M)):
+            for j in range(len(M)):
+                a3.text(j, i, f"{M[i, j]:.1f}", ha="center", va="center", fontsize=7, color="w")
+        a3.set_title("‖s·Bᵢ·Aⱼ‖: off-diagonal = cross terms", fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_spectra(anatomies: dict, r: int, title: str = "Claim 4: singular values of ΔW"):
+    """Normalized singular values σᵢ/σ₁ of each ΔW in {label: delta_anatomy(...) dict}, with the rank r marked."""
+    import numpy as np
+
+    fig, ax = figure(1, 1, width=5.5, height=3.6)
+    for label, a in anatomies.items():
+        s = to_numpy(a["singular_values"])
+        s = np.maximum(s / s[0], _FLOOR)
+        ax.semilogy(np.arange(1, len(s) + 1), s, "o-", ms=3,
+                    label=f"{label}: rank {a['rank']}, 90 % energy in {a['effective_rank']}")
+    ax.axvline(r, color="k", ls=":", lw=0.8)
+    ax.text(r + 0.5, 1e-6, f"r = {r}", fontsize=8)
+    ax.set_ylim(1e-9, 2)
+    ax.set_xlabel("singular value index i")
+    ax.set_ylabel("σᵢ / σ₁")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig
+
+
+def plot_delta_images(W0, deltas: dict, layer: str = "", title: str | None = None):
+    """W0 next to each ΔW in {label: matrix}, each on its own symmetric colour scale (printed in the title)."""
+    import numpy as np
+
+    mats = {"W0": W0, **deltas}
+    fig, axes = figure(len(mats), 1, width=3.3, height=3.3)
+    for ax, (label, M) in zip(axes, mats.items()):
+        A = to_numpy(M)
+        v = float(np.abs(A).max()) or 1.0
+        im = ax.imshow(A, cmap="RdBu_r", vmin=-v, vmax=v, interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.7)
+        ax.set_title(f"{label}\n‖·‖_F = {np.linalg.norm(A):.2f}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"Claim 4: the weight and its updates ({layer})")
+    return fig
+
+
+def plot_bias(rows: list[dict], title: str = "Claim 5: a toy bias, corrected by LoRAs"):
+    """Grouped bars per configuration: skew (share of biased digits written as the wrong digit) and quality
+    (copy accuracy on all positions and on the unbiased digits only)."""
+    import numpy as np
+
+    fig, ax = figure(1, 1, width=max(6.0, 1.1 * len(rows)), height=3.8)
+    x = np.arange(len(rows))
+    w = 0.27
+    series = [("skew", "tab:red", "skew (biased digits → wrong digit)"),
+              ("quality", "tab:blue", "quality: copy accuracy"),
+              ("quality_other", "tab:cyan", "copy accuracy on unbiased digits")]
+    for i, (key, color, label) in enumerate(series):
+        vals = [r[key] for r in rows]
+        bars = ax.bar(x + (i - 1) * w, vals, w, color=color, label=label)
+        for b, v in zip(bars, vals):
+            if not math.isnan(v):
+                ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=6)
+    ax.set_xticks(x, [r["config"] for r in rows], fontsize=8, rotation=15)
+    ax.set_ylim(0, 1.3)
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
+    ax.set_title(title)
+    return fig
+
+
+def plot_correction_sweep(rows: list[dict], title: str = "Claim 5: how much correction? W_biased + w·ΔW_fix"):
+    """Skew and quality against the weight w of a corrective LoRA (0 = the biased model, 1 = as trained)."""
+    fig, ax = figure(1, 1, width=5.5, height=3.6)
+    ws = [r["weight"] for r in rows]
+    ax.plot(ws, [r["skew"] for r in rows], "o-", color="tab:red", label="skew")
+    ax.plot(ws, [r["quality"] for r in rows], "s-", color="tab:blue", label="quality: copy accuracy")
+    ax.plot(ws, [r["quality_other"] for r in rows], "^--", color="tab:cyan", label="copy accuracy, unbiased digits")
+    ax.axvline(1.0, color="k", ls=":", lw=0.8)
+    ax.text(1.02, 0.5, "as trained", fontsize=8)
+    ax.set_xlabel("weight w of the corrective LoRA")
+    ax.set_ylim(-0.02, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._base import fail, not_answered, ok
+from .feedback import fail, not_answered, ok
 
 __all__ = ["ex1", "ex2", "ex3"]
 
@@ -82,7 +82,7 @@ def ex2(fn, seed: int = 0) -> bool:
 
 def ex3(model, reference, x, targets=("q_proj", "k_proj", "v_proj", "o_proj"), r: int = 2) -> bool:
     """LoRA at rank r on all four attention projections, and the output unchanged at step 0."""
-    from ..inject import lora_layers
+    from ...inject import lora_layers
 
     if model is None:
         return not_answered("le.add_lora(model, targets=[...], r=...) on a fresh le.load_pretrained().")

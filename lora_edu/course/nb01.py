@@ -1,31 +1,73 @@
-"""Widget callbacks for the notebooks, as plain functions, plus thin ipywidgets builders around them.
-
-Why plain functions: ``ipywidgets.interact`` swallows exceptions, so a notebook that "runs green" proves
-nothing about a callback. Every callback here returns data, a matplotlib Figure, or — for input a slider
-should not produce (r = 0 where meaningless, r beyond the rank) — a readable message string. They never
-raise for slider values. The builders (``*_widget``) only wire sliders to callbacks and display the result.
-
-Speed: a matrix's SVD is computed once (``MatrixSVD``); each slider move only multiplies the kept factors.
-"""
+"""Notebook 01 (low-rank matrices): SVD explorers, their figures and widgets."""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 
-from . import experiments_math as em
-from . import plots
-from .lowrank import compression_ratio, lora_param_count
+from .common import figure, param_count_summary, show_in, to_numpy
 
-__all__ = [
-    "MatrixSVD", "grace_hopper", "rank_message", "low_rank_summary", "low_rank_figure",
-    "WeightSVDs", "weight_rank_summary", "weight_rank_figure",
-    "param_count_summary", "param_count_figure",
-    "scaling_curves", "scaling_figure",
-    "image_rank_widget", "weight_rank_widget", "param_count_widget", "scaling_widget", "hello_slider",
-]
+
+def show_matrix(ax, M, title: str = "", cmap: str | None = None, symmetric: bool | None = None,
+                vmax: float | None = None, colorbar: bool = False):
+    """Heat map of a matrix. Signed data get a symmetric diverging colour map; images get gray."""
+    A = to_numpy(M)
+    if symmetric is None:
+        symmetric = bool((A < 0).any())
+    if symmetric:
+        v = vmax if vmax is not None else float(abs(A).max()) or 1.0
+        im = ax.imshow(A, cmap=cmap or "RdBu_r", vmin=-v, vmax=v, interpolation="nearest")
+    else:
+        im = ax.imshow(A, cmap=cmap or "gray", vmin=0 if vmax is None else None, vmax=vmax,
+                       interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, shrink=0.8)
+    return im
+
+
+def plot_spectrum(ax, s, r: int | None = None, label: str = "singular values", log: bool = True,
+                  color: str = "tab:blue", title: str = "Singular-value spectrum"):
+    """σ₁ ≥ σ₂ ≥ … as dots; the first r (what a rank-r approximation keeps) filled, the rest hollow."""
+    s = to_numpy(s)
+    i = range(1, len(s) + 1)
+    if r is None:
+        ax.plot(i, s, "o-", ms=3, color=color, label=label)
+    else:
+        r = max(0, min(int(r), len(s)))
+        ax.plot(i, s, "-", color=color, lw=1, alpha=0.5)
+        ax.plot(list(i)[:r], s[:r], "o", ms=4, color=color, label=f"kept (r = {r})")
+        ax.plot(list(i)[r:], s[r:], "o", ms=4, mfc="none", color="gray", label="dropped")
+        if 0 < r < len(s):
+            ax.axvline(r + 0.5, color="k", ls=":", lw=1)
+    if log:
+        pos = s[s > 0]
+        if len(pos):
+            ax.set_yscale("log")
+            ax.set_ylim(max(pos.min() * 0.5, pos.max() * 1e-8), pos.max() * 2)
+    ax.set_xlabel("index i")
+    ax.set_ylabel("σᵢ")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+
+
+def plot_energy(ax, s, r: int | None = None, label: str | None = None, color: str = "tab:purple"):
+    """Cumulative energy Σ_{i≤r} σᵢ² / Σ σᵢ² against r (r = 0 … rank)."""
+    s2 = to_numpy(s) ** 2
+    total = s2.sum() or 1.0
+    cum = [0.0] + list(s2.cumsum() / total)
+    ax.plot(range(len(cum)), cum, "-", color=color, label=label)
+    if r is not None:
+        r = max(0, min(int(r), len(cum) - 1))
+        ax.plot([r], [cum[r]], "o", color=color)
+        ax.annotate(f"{cum[r]:.1%}", (r, cum[r]), textcoords="offset points", xytext=(6, -12), fontsize=9)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("rank r")
+    ax.set_ylabel("energy kept")
+    ax.set_title("Energy Σᵢ≤ᵣ σᵢ² / Σ σᵢ²", fontsize=10)
 
 
 # --------------------------------------------------------------------------------------------- matrices
@@ -130,18 +172,18 @@ def low_rank_figure(msvd: MatrixSVD, r, image: bool = False):
     res = low_rank_summary(msvd, r)
     if isinstance(res, str):
         return res
-    fig, ax = plots.figure(4, 1, width=3.3, height=3.1)
+    fig, ax = figure(4, 1, width=3.3, height=3.1)
     if image:
-        plots.show_matrix(ax[0], msvd.W, "original", symmetric=False, vmax=1.0)
-        plots.show_matrix(ax[1], res["approx"].clamp(0, 1), f"rank {r} approximation", symmetric=False, vmax=1.0)
+        show_matrix(ax[0], msvd.W, "original", symmetric=False, vmax=1.0)
+        show_matrix(ax[1], res["approx"].clamp(0, 1), f"rank {r} approximation", symmetric=False, vmax=1.0)
     else:
         v = float(msvd.W.abs().max()) or 1.0
-        plots.show_matrix(ax[0], msvd.W, f"{msvd.name} {msvd.shape[0]}×{msvd.shape[1]}", vmax=v)
-        plots.show_matrix(ax[1], res["approx"], f"rank {r} approximation", vmax=v)
+        show_matrix(ax[0], msvd.W, f"{msvd.name} {msvd.shape[0]}×{msvd.shape[1]}", vmax=v)
+        show_matrix(ax[1], res["approx"], f"rank {r} approximation", vmax=v)
     E = msvd.W - res["approx"]
-    plots.show_matrix(ax[2], E, f"error W − W_r\n‖·‖_F = {res['error']:.3g} ({res['relative_error']:.1%})",
+    show_matrix(ax[2], E, f"error W − W_r\n‖·‖_F = {res['error']:.3g} ({res['relative_error']:.1%})",
                       symmetric=True, vmax=float(E.abs().max()) or 1.0)  # own scale: structure stays visible
-    plots.plot_spectrum(ax[3], msvd.S, r)
+    plot_spectrum(ax[3], msvd.S, r)
     ax[3].set_title(f"spectrum: energy kept {res['energy']:.1%}", fontsize=10)
     fig.suptitle(f"r = {r}: stores {res['stored']:,} numbers instead of {res['full']:,}"
                  + (f"\n{res['note']}" if res["note"] else ""), fontsize=10)
@@ -188,36 +230,12 @@ def weight_rank_figure(svds: WeightSVDs, name: str, r):
     return low_rank_figure(msvd, r)
 
 
-# ------------------------------------------------------------------------------------ parameter counts
-def param_count_summary(d, k, r) -> dict | str:
-    """Numbers for the d, k, r sliders: full d·k versus LoRA r·(d + k), or a message for a bad combination."""
-    for name, v in (("d", d), ("k", k), ("r", r)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            return f"{name} must be a whole number, got {v!r}."
-    if d < 1 or k < 1:
-        return f"d and k must be at least 1 (got d = {d}, k = {k})."
-    if r < 1:
-        return (f"r = {r}: LoRA needs at least one rank (B is d×r, A is r×k); with r = 0 there is no update "
-                f"to train and no compression ratio to compute.")
-    full = d * k
-    lora = lora_param_count(d, k, r)
-    out = {"d": d, "k": k, "r": r, "full": full, "lora": lora, "ratio": compression_ratio(d, k, r),
-           "fraction": lora / full, "break_even_r": d * k / (d + k), "note": ""}
-    if r > min(d, k):
-        out["note"] = (f"r = {r} > min(d, k) = {min(d, k)}: B·A can never have rank above {min(d, k)}, "
-                       f"so the extra rank buys nothing (LoRALinear refuses it).")
-    elif lora >= full:
-        out["note"] = (f"At r = {r} the factors store {lora:,} ≥ {full:,} numbers: no saving. "
-                       f"LoRA only pays off for r < d·k/(d + k) ≈ {out['break_even_r']:.1f}.")
-    return out
-
-
 def param_count_figure(d, k, r):
     """Bar chart of d·k vs r·(d + k) and the compression ratio as a function of r. Figure or message."""
     res = param_count_summary(d, k, r)
     if isinstance(res, str):
         return res
-    fig, ax = plots.figure(2, 1, width=4.2, height=3.2)
+    fig, ax = figure(2, 1, width=4.2, height=3.2)
     ax[0].bar(["full ΔW\nd·k", "LoRA B, A\nr·(d + k)"], [res["full"], res["lora"]],
               color=["tab:orange", "tab:blue"])
     ax[0].set_yscale("log")
@@ -240,89 +258,6 @@ def param_count_figure(d, k, r):
     return fig
 
 
-# --------------------------------------------------------------------------------- α/r scaling (nb 02)
-ALPHA_RANGE = (0.25, 64.0)
-R_RANGE = (1, 64)
-
-
-def _scaling_message(r, alpha) -> str | None:
-    if isinstance(r, bool) or not isinstance(r, int):
-        return f"r must be a whole number, got {r!r}."
-    if not R_RANGE[0] <= r <= R_RANGE[1]:
-        return f"r = {r} is outside this experiment's range {R_RANGE[0]}…{R_RANGE[1]} (the layer is 64×64)."
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        return f"α must be a number, got {alpha!r}."
-    if alpha <= 0:
-        return f"α = {alpha}: the scaling α/r must be positive (α = 0 would switch the update off)."
-    return None
-
-
-@functools.lru_cache(maxsize=256)
-def _scaling_run(r: int, alpha: float, lr: float, steps: int, target_rank: int, batch: int):
-    T = em.planted_update(64, 64, target_rank)
-    scalings = [em.scaling_for(s, alpha, r) for s in em.SCHEMES]
-    res = em.fit_lora(T, r, [lr] * len(scalings), steps, scalings, batch=batch)  # three runs side by side
-    return {s: res["loss"][i] for i, s in enumerate(em.SCHEMES)}
-
-
-def scaling_curves(r, alpha, lr: float = 1e-2, steps: int = 150, target_rank: int = 4, batch: int = 16
-                   ) -> dict | str:
-    """Loss curves of the small problem (fit a rank-4 update of a 64×64 layer) for the three scalings.
-
-    Returns {"curves": {"alpha/r": losses, "alpha": losses, "alpha/sqrt(r)": losses}, "scaling": {scheme:
-    factor}, "r", "alpha", "lr", "diverged": [schemes whose final error is above 1 or not finite]}, or a message.
-    Cached: a slider position already visited answers instantly.
-    """
-    msg = _scaling_message(r, alpha)
-    if msg:
-        return msg
-    curves = dict(_scaling_run(r, float(alpha), float(lr), int(steps), int(target_rank), int(batch)))
-    diverged = [s for s, c in curves.items() if not math.isfinite(float(c[-1])) or float(c[-1]) > 1.0]
-    return {"curves": curves, "scaling": {s: em.scaling_for(s, alpha, r) for s in em.SCHEMES}, "r": r,
-            "alpha": float(alpha), "lr": lr, "diverged": diverged}
-
-
-def scaling_figure(r, alpha, lr: float = 1e-2, steps: int = 150):
-    """Loss curves for α/r, α (no division) and α/√r at the chosen r and α. Figure or message."""
-    res = scaling_curves(r, alpha, lr, steps)
-    if isinstance(res, str):
-        return res
-    fig, ax = plots.figure(1, 1, width=6.0, height=3.6)
-    curves = {}
-    for s in em.SCHEMES:
-        c = res["curves"][s].clamp(max=1e3).nan_to_num(nan=1e3)
-        curves[f"{plots.SCHEME_LABELS[s]}: scale {res['scaling'][s]:.3g}"] = c
-    colors = {k: plots.SCHEME_COLORS[s] for k, s in zip(curves, em.SCHEMES)}
-    plots.plot_loss_curves(ax, curves, ylabel="relative error ‖ΔW − ΔW*‖²/‖ΔW*‖²", colors=colors,
-                           title=f"r = {r}, α = {alpha:g}, learning rate {lr:g} (Adam)")
-    ax.set_ylim(1e-5, 1e2)
-    if res["diverged"]:
-        ax.text(0.02, 0.03, "unstable: " + ", ".join(plots.SCHEME_LABELS[s] for s in res["diverged"]),
-                transform=ax.transAxes, fontsize=9, color="tab:red")
-    return fig
-
-
-# ---------------------------------------------------------------------------------------- builders
-def _show(out, result) -> None:
-    """Put a callback's result (Figure or message; or a function producing one) into an Output widget.
-
-    The value shown is also kept as ``out.last_result`` so tests can see what a slider move produced.
-    """
-    from IPython.display import display
-
-    with out:
-        out.clear_output(wait=True)
-        try:
-            value = result() if callable(result) else result
-        except Exception as e:  # noqa: BLE001 — a widget shows a message, never a traceback
-            value = f"Could not draw this setting ({type(e).__name__}: {e})."
-        out.last_result = value
-        if isinstance(value, str):
-            print(value)
-        else:
-            display(value)
-
-
 def _rank_slider(max_rank: int, value: int, description: str = "rank r"):
     import ipywidgets as w
 
@@ -339,7 +274,7 @@ def image_rank_widget(r: int = 20, downsample: int = 2, msvd: MatrixSVD | None =
     out = w.Output()
 
     def update(change=None):
-        _show(out, lambda: low_rank_figure(msvd, slider.value, image=True))
+        show_in(out, lambda: low_rank_figure(msvd, slider.value, image=True))
 
     slider.observe(update, names="value")
     update()
@@ -361,7 +296,7 @@ def weight_rank_widget(model, r: int = 8, name: str | None = None):
         m = svds.get(dd.value)
         if not isinstance(m, str) and slider.max != m.max_rank:
             slider.max = m.max_rank  # the slider's range follows the chosen matrix (lm_head is 16×64)
-        _show(out, lambda: weight_rank_figure(svds, dd.value, slider.value))
+        show_in(out, lambda: weight_rank_figure(svds, dd.value, slider.value))
 
     dd.observe(update, names="value")
     slider.observe(update, names="value")
@@ -380,43 +315,9 @@ def param_count_widget(d: int = 64, k: int = 64, r: int = 4, max_dim: int = 4096
     out = w.Output()
 
     def update(change=None):
-        _show(out, lambda: param_count_figure(sd.value, sk.value, sr.value))
+        show_in(out, lambda: param_count_figure(sd.value, sk.value, sr.value))
 
     for s in (sd, sk, sr):
         s.observe(update, names="value")
     update()
     return w.VBox([sd, sk, sr, out])
-
-
-def scaling_widget(r: int = 4, alpha: float = 4.0, lr: float = 1e-2, steps: int = 150):
-    """Sliders r and α driving the loss curves of the three scaling schemes (notebook 02)."""
-    import ipywidgets as w
-
-    kw = dict(continuous_update=False, layout=w.Layout(width="480px"))
-    sr = w.IntSlider(value=r, min=R_RANGE[0], max=R_RANGE[1], description="rank r", **kw)
-    sa = w.FloatLogSlider(value=alpha, base=2, min=math.log2(ALPHA_RANGE[0]), max=math.log2(ALPHA_RANGE[1]),
-                          step=0.5, description="α", **kw)
-    out = w.Output()
-
-    def update(change=None):
-        _show(out, lambda: scaling_figure(sr.value, sa.value, lr, steps))
-
-    sr.observe(update, names="value")
-    sa.observe(update, names="value")
-    update()
-    return w.VBox([sr, sa, out])
-
-
-def hello_slider():
-    """A tiny slider and a label that echoes its square: proves widgets render and respond (notebook 00)."""
-    import ipywidgets as w
-
-    s = w.IntSlider(value=3, min=0, max=10, description="x")
-    label = w.Label()
-
-    def update(change=None):
-        label.value = f"x = {s.value}, x² = {s.value ** 2}"
-
-    s.observe(update, names="value")
-    update()
-    return w.VBox([s, label])

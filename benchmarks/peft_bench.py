@@ -1,4 +1,4 @@
-"""`python -m lora_edu.bench`: lora_edu against Hugging Face PEFT, side by side, in one run.
+"""`python benchmarks/peft_bench.py` (`make bench`): lora_edu against Hugging Face PEFT, side by side, in one run.
 
 For each configuration (a stack of transformer blocks with q, k, v, o and an MLP, LoRA r = 8, α = 16 on
 q and v, plus the toy transformer of the notebooks) it measures on the current device:
@@ -16,10 +16,10 @@ lora_edu alone. Latencies are medians over interleaved rounds (every variant tim
 rotating order, after warm-up, CUDA-synchronised); each ratio is the median of the per-round ratios, so
 a busy machine slows both sides of a ratio alike. Only ratios within one run are meaningful.
 
-    python -m lora_edu.bench                 # table on the current device
-    python -m lora_edu.bench --quick         # ≈30 s smoke run (small sizes, few repeats)
-    python -m lora_edu.bench --threads 1 --json out.jsonl
-    python -m lora_edu.bench --save          # benchmarks/results/<device>_<date>.jsonl
+    python benchmarks/peft_bench.py                 # table on the current device
+    python benchmarks/peft_bench.py --quick         # ≈30 s smoke run (small sizes, few repeats)
+    python benchmarks/peft_bench.py --threads 1 --json out.jsonl
+    python benchmarks/peft_bench.py --save          # benchmarks/results/<device>_<date>.jsonl
 """
 
 from __future__ import annotations
@@ -43,16 +43,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import Adapter, load_adapter
-from .inject import lora_layers, merge_lora, remove_lora, unmerge_lora
-from .runtime import get_device
+from lora_edu.adapters import Adapter, load_adapter
+from lora_edu.inject import lora_layers, merge_lora, remove_lora, unmerge_lora
+from lora_edu.runtime import get_device
 
 __all__ = ["BenchConfig", "BenchStack", "FIELDS", "RESULTS_DIR", "format_markdown", "format_table", "format_targets",
-           "get_configs", "latest_results", "main", "run", "run_config", "write_jsonl"]
+           "get_configs", "main", "run", "run_config", "write_jsonl"]
 
 R, ALPHA, TARGETS, B_STD = 8, 16.0, ("q_proj", "v_proj"), 0.02
 DRIFT_CYCLES = 100
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # read back by lora_edu.course.nb06.latest_results
 NAN = float("nan")
 
 META_FIELDS = ["config", "kind", "d", "layers", "batch", "seq", "tokens", "dtype", "r", "alpha", "targets",
@@ -167,8 +167,8 @@ def get_configs(device, quick: bool = False) -> list[BenchConfig]:
 def _build_base(cfg: BenchConfig, device: torch.device, seed: int):
     g = torch.Generator().manual_seed(seed)
     if cfg.kind == "toy":
-        from .pretrained import load_pretrained
-        from .tasks import get_task
+        from lora_edu.pretrained import load_pretrained
+        from lora_edu.tasks import get_task
 
         model = load_pretrained(device)
         x, _ = get_task("copy").batch(cfg.batch, g, device=device)
@@ -639,7 +639,7 @@ def run(device=None, quick: bool = False, configs=None, cuda_graphs: bool = Fals
             "python": platform.python_version(),
             "threads": torch.get_num_threads() if device.type == "cpu" else None, "quick": bool(quick),
             "date": datetime.date.today().isoformat()}
-    log(f"lora_edu.bench on {meta['device_name']} ({device.type}), torch {meta['torch']}, "
+    log(f"peft_bench on {meta['device_name']} ({device.type}), torch {meta['torch']}, "
         f"peft {meta['peft']}, threads {meta['threads']}{', quick' if quick else ''}")
     if device.type == "cpu" and torch.get_num_threads() > 1:
         log("(on a busy or shared CPU, --threads 1 gives steadier ratios)")
@@ -793,43 +793,8 @@ def default_results_path(rows: list[dict]) -> Path:
     return RESULTS_DIR / f"{name}_{r['date']}.jsonl"
 
 
-def latest_results(device=None, directory=None) -> list[dict]:
-    """The rows of the newest results file under benchmarks/results/ ([] if there is none).
-
-    device: None (any), or a string matched (case-insensitively) against the file name and the rows'
-    ``device`` / ``device_name`` fields, e.g. "cpu", "cuda", "h200". Newest = latest ``date`` in the
-    rows, then the file's modification time.
-    """
-    if device is not None and not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', or None; got {type(device).__name__}")
-    directory = RESULTS_DIR if directory is None else Path(directory)
-    best, best_key = [], None
-    for path in sorted(directory.glob("*.json*")):
-        if path.suffix not in (".jsonl", ".json"):
-            continue
-        rows = []
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line:
-                obj = json.loads(line)
-                if isinstance(obj, dict) and "config" in obj:
-                    rows.append(obj)
-        if not rows:
-            continue
-        if device is not None:
-            want = device.lower()
-            hay = [path.name.lower(), str(rows[0].get("device", "")).lower(),
-                   str(rows[0].get("device_name", "")).lower()]
-            if not any(want in h for h in hay):
-                continue
-        key = (str(rows[0].get("date", "")), path.stat().st_mtime)
-        if best_key is None or key > best_key:
-            best, best_key = rows, key
-    return best
-
-
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lora_edu.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python benchmarks/peft_bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats (≈30 s smoke run)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--configs", default=None, help="comma-separated subset of configuration names")

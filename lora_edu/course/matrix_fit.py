@@ -1,11 +1,4 @@
-"""Small, fast matrix experiments for notebooks 02–03: fitting a known update ΔW* with LoRA or full fine-tuning.
-
-The "small problem" is a single linear layer whose inputs are white noise: for x ~ N(0, I) the expected
-squared error ‖(ΔW − ΔW*) x‖² equals ‖ΔW − ΔW*‖_F², so fitting a layer's update reduces to fitting a
-matrix. We train B and A with Adam written out by hand, batched over many learning rates at once
-(each learning rate is an independent run from the same initialization), so a whole lr × r sweep takes
-seconds on a CPU. Pure torch; no plotting here.
-"""
+"""The synthetic fitting experiment of notebooks 02 and 03: LoRA fitted to a planted ΔW with Adam."""
 
 from __future__ import annotations
 
@@ -13,26 +6,7 @@ import math
 
 import torch
 
-__all__ = ["SCHEMES", "scaling_for", "planted_update", "fit_lora", "fit_full", "lr_sweep", "best_lr",
-           "rank_sweep"]
-
-SCHEMES = ("alpha/r", "alpha", "alpha/sqrt(r)")
-
-
-def _check_int(v, name, lo=1):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an int ≥ {lo}, got {v!r}")
-    return v
-
-
-def scaling_for(scheme: str, alpha: float, r: int) -> float:
-    """The factor multiplying B·A: α/r (LoRA, §4.1), α (no division), α/√r (rsLoRA)."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    _check_int(r, "r")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-    return {"alpha/r": alpha / r, "alpha": float(alpha), "alpha/sqrt(r)": alpha / math.sqrt(r)}[scheme]
+from .common import check_int
 
 
 def planted_update(d: int = 64, k: int = 64, rank: int = 4, seed: int = 0, top: float = 1.0,
@@ -41,9 +15,9 @@ def planted_update(d: int = 64, k: int = 64, rank: int = 4, seed: int = 0, top: 
 
     Random orthonormal singular vectors from a seeded generator: same matrix on every machine.
     """
-    _check_int(d, "d")
-    _check_int(k, "k")
-    _check_int(rank, "rank")
+    check_int(d, "d")
+    check_int(k, "k")
+    check_int(rank, "rank")
     if rank > min(d, k):
         raise ValueError(f"rank must be ≤ min(d, k) = {min(d, k)}, got {rank}")
     g = torch.Generator().manual_seed(seed)
@@ -88,8 +62,8 @@ def fit_lora(target: torch.Tensor, r: int, lrs, steps: int, scaling, seed: int =
     """
     target = _as_target(target)
     d, k = target.shape
-    _check_int(r, "r")
-    _check_int(steps, "steps", 0)
+    check_int(r, "r")
+    check_int(steps, "steps", 0)
     if r > min(d, k):
         raise ValueError(f"r must be ≤ min(d, k) = {min(d, k)}, got {r}")
     if init not in ("gaussian", "kaiming"):
@@ -124,7 +98,7 @@ def fit_lora(target: torch.Tensor, r: int, lrs, steps: int, scaling, seed: int =
 def fit_full(target: torch.Tensor, lrs, steps: int, seed: int = 0, batch: int | None = None) -> dict:
     """Full fine-tuning of the same layer: train ΔW (d×k, starting at 0) directly with Adam."""
     target = _as_target(target)
-    _check_int(steps, "steps", 0)
+    check_int(steps, "steps", 0)
     dev = target.device
     lr = _lrs_tensor(lrs, dev)
     n = lr.numel()
@@ -155,48 +129,3 @@ def _as_target(target):
     if not isinstance(target, torch.Tensor) or target.ndim != 2:
         raise ValueError(f"target must be a 2-D torch tensor, got {getattr(target, 'shape', type(target).__name__)}")
     return target.detach().float()
-
-
-def lr_sweep(target: torch.Tensor, ranks, lrs, steps: int, scheme: str = "alpha/r", alpha: float = 4.0,
-             seed: int = 0, batch: int | None = 16, last: int = 10) -> dict:
-    """Final error (mean of the last `last` steps) for every (r, lr) pair under one scaling scheme.
-
-    Returns {"ranks", "lrs", "scheme", "alpha", "final": tensor (len(ranks), len(lrs))}.
-    """
-    lrs = list(lrs)
-    ranks = [_check_int(r, "ranks") for r in ranks]
-    final = torch.empty(len(ranks), len(lrs))
-    for i, r in enumerate(ranks):
-        res = fit_lora(target, r, lrs, steps, scaling_for(scheme, alpha, r), seed=seed, batch=batch)
-        tail = res["loss"][:, -min(last, steps):]
-        final[i] = torch.nan_to_num(tail.mean(1), nan=math.inf)
-    return {"ranks": ranks, "lrs": lrs, "scheme": scheme, "alpha": alpha, "final": final}
-
-
-def best_lr(sweep: dict) -> list[float]:
-    """The learning rate with the lowest final error, for each rank of an lr_sweep result."""
-    idx = sweep["final"].argmin(1).tolist()
-    return [sweep["lrs"][i] for i in idx]
-
-
-def rank_sweep(target: torch.Tensor, ranks, steps: int, lrs=(3e-3, 1e-2, 3e-2), alpha: float = 1.0,
-               seed: int = 0) -> dict:
-    """Best-over-lrs final error of LoRA at each r (α/r scaling, exact gradients) and of full fine-tuning.
-
-    Returns {"ranks", "lora": [error per r], "full": error, "eckart_young": [best possible error per r]}.
-    """
-    target = _as_target(target)
-    ranks = [_check_int(r, "ranks") for r in ranks]
-    s = torch.linalg.svdvals(target.double().cpu())
-    total = float(s.pow(2).sum())
-    lora, deltas = [], {}
-    for r in ranks:
-        res = fit_lora(target, r, list(lrs), steps, scaling_for("alpha/r", alpha, r), seed=seed)
-        fin = torch.nan_to_num(res["loss"][:, -1], nan=math.inf)
-        j = int(fin.argmin())
-        lora.append(float(fin[j]))
-        deltas[r] = res["delta"][j]
-    full = fit_full(target, list(lrs), steps, seed=seed)
-    ey = [float(s[r:].pow(2).sum()) / total for r in ranks]
-    return {"ranks": ranks, "lora": lora, "full": float(full["loss"][:, -1].min()), "eckart_young": ey,
-            "deltas": deltas}

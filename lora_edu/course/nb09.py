@@ -1,37 +1,40 @@
-"""The rank lab (notebook 09): train LoRA fine-tunes of the toy model with chosen task, targets, r, α,
-learning rate and steps, keep every run, and compare their curves, costs and ΔW spectra.
-
-`RankLab` holds the state and its callbacks are plain functions (tested directly in tests/test_lab.py);
-`rank_lab_ui()` is a thin ipywidgets layer over them. ipywidgets and matplotlib are imported lazily.
-"""
+"""Notebook 09 (the rank lab): training runs on demand, their figures and the lab's UI."""
 
 from __future__ import annotations
 
-import copy
 import html
 import math
 from dataclasses import dataclass, field
 
 import torch
 
-from .analysis import cpu_threads
-from .inject import add_lora, count_parameters, linear_names, lora_layers
-from .lowrank import lora_param_count, singular_values
-from .pretrained import load_pretrained
-from .runtime import get_device, seed_everything
-from .tasks import DOWNSTREAM_TASKS, get_task
-from .train import evaluate, train
-
-__all__ = ["RankLab", "Run", "rank_lab_ui", "TARGETS", "R_RANGE", "ALPHA_RANGE", "LR_RANGE", "STEPS_RANGE",
-           "DEFAULTS"]
+from ..inject import count_parameters, linear_names, lora_layers
+from ..lowrank import effective_rank, lora_param_count, singular_values
+from ..pretrained import load_pretrained
+from ..runtime import get_device
+from ..tasks import DOWNSTREAM_TASKS, get_task
+from ..train import evaluate
+from .common import ZERO_TOL, cpu_threads, figure, smooth, to_png, train_lora
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+
+
 # Slider ranges of the UI (the plain functions accept any valid value, e.g. r up to min(d, k)).
 R_RANGE = (1, 64)
+
+
 ALPHA_RANGE = (1.0, 128.0)
+
+
 LR_RANGE = (1e-4, 1e-1)
+
+
 STEPS_RANGE = (10, 1000)
+
+
 MAX_STEPS = 100_000
+
+
 DEFAULTS = {"task": "reverse", "targets": ("q_proj", "v_proj"), "r": 4, "alpha": 8.0, "lr": 1e-2, "steps": 300}
 
 
@@ -67,14 +70,9 @@ class Run:
 
     def effective_ranks(self, fraction: float = 0.9) -> dict[str, int]:
         """{layer: number of singular directions of ΔW holding `fraction` of ‖ΔW‖_F²} (0 if ΔW is 0 or diverged)."""
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-        out = {}
-        for name, sv in self.spectra.items():
-            s2 = torch.tensor(sv, dtype=torch.float64) ** 2
-            total = float(s2.sum()) if s2.numel() else 0.0
-            out[name] = 0 if total == 0 else int((s2.cumsum(0) / total < fraction - 1e-12).sum()) + 1
-        return out
+        effective_rank(torch.zeros(1), fraction)  # checks fraction, even with no spectra
+        return {name: effective_rank(torch.tensor(sv, dtype=torch.float64), fraction) if sv else 0
+                for name, sv in self.spectra.items()}
 
     def row(self) -> dict:
         return {
@@ -90,7 +88,7 @@ class RankLab:
 
     Each run starts from the same pretrained model with the same seed, so runs differ only in the
     settings you changed. On the CPU, runs use `threads` torch threads (None: torch's setting; see
-    `analysis.cpu_threads` for why 1 is the default).
+    `common.cpu_threads` for why 1 is the default).
     """
 
     def __init__(self, device=None, seed: int = 0, batch_size: int = 64, eval_examples: int = 256,
@@ -196,19 +194,16 @@ class RankLab:
         task, steps = cfg["task"], cfg["steps"]
         if task not in self._base_accuracy:  # LoRA starts at ΔW = 0: step 0 is the pretrained model
             self._base_accuracy[task] = evaluate(self.base_model(), task, self.eval_examples)
-        seed_everything(self.seed)
-        model = copy.deepcopy(self.base_model())
-        add_lora(model, cfg["targets"], r=cfg["r"], alpha=cfg["alpha"])
-        trainable, total = count_parameters(model)
-
         def callback(step, loss):
             if progress is not None:
                 progress(step, steps, loss)
 
         every = max(1, steps // self.n_evals)
-        hist = train(model, task, steps, lr=cfg["lr"], batch_size=self.batch_size, seed=self.seed,
-                     eval_every=every if every < steps else None, eval_examples=self.eval_examples,
-                     progress=False, callback=callback)
+        model, hist = train_lora(task, base=self.base_model(), targets=cfg["targets"], r=cfg["r"], alpha=cfg["alpha"],
+                                 lr=cfg["lr"], steps=steps, seed=self.seed, batch_size=self.batch_size,
+                                 eval_every=every if every < steps else None, eval_examples=self.eval_examples,
+                                 progress=False, callback=callback)
+        trainable, total = count_parameters(model)
         spectra, finite = {}, all(math.isfinite(v) for v in hist["loss"])
         for name, layer in lora_layers(model).items():
             delta = layer.delta_weight().detach().float().cpu()
@@ -272,12 +267,10 @@ class RankLab:
         return [{"label": r.label, "r": r.r, "spectra": r.spectra} for r in self.runs]
 
     def figure_curves(self):
-        from .plots_analysis import lab_curves_figure
 
         return lab_curves_figure(self.curves())
 
     def figure_spectra(self):
-        from .plots_analysis import lab_spectra_figure
 
         return lab_spectra_figure(self.spectra())
 
@@ -304,7 +297,6 @@ def rank_lab_ui(lab: RankLab | None = None, device=None, **defaults):
     """
     import ipywidgets as W
 
-    from .plots_analysis import to_png
 
     unknown = set(defaults) - set(DEFAULTS)
     if unknown:
@@ -387,3 +379,75 @@ def rank_lab_ui(lab: RankLab | None = None, device=None, **defaults):
                     "train": train_btn, "clear": clear_btn, "progress": bar, "status": status, "info": info,
                     "curves": curves_img, "table": table, "spectra": spectra_img}
     return box
+
+
+def placeholder_figure(text: str = "No runs yet: press Train."):
+    fig = figure(width=6.0, height=1.2, axes=False)
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="0.4")
+    return fig
+
+
+def lab_curves_figure(curves: list[dict]):
+    """Overlay of every run's training loss (smoothed, log scale) and held-out accuracy versus step."""
+    if not curves:
+        return placeholder_figure()
+    fig = figure(width=11.0, height=3.6, axes=False)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for c in curves:
+        window = max(1, len(c["loss"]) // 25)
+        line, = ax_loss.plot(c["step"], smooth(c["loss"], window), lw=1.3, label=c["label"])
+        ax_acc.plot(c["eval_step"], c["accuracy"], marker="o", ms=3, color=line.get_color(), label=c["label"])
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss (smoothed)")
+    ax_loss.set_title("loss", fontsize=10)
+    ax_acc.set_xlabel("step")
+    ax_acc.set_ylabel("token accuracy (held out)")
+    ax_acc.set_ylim(-0.02, 1.02)
+    ax_acc.set_title("accuracy", fontsize=10)
+    ax_acc.legend(fontsize=7, loc="best")
+    return fig
+
+
+def lab_spectra_figure(spectra: list[dict], max_panels: int = 12):
+    """One panel per adapted matrix (union over runs), one line per run: singular values of that run's ΔW.
+
+    `spectra`: [{"label": str, "r": int, "spectra": {layer name: 1-D singular values}}].
+    """
+    import numpy as np
+
+    layers = []
+    for s in spectra:
+        for name in s["spectra"]:
+            if name not in layers:
+                layers.append(name)
+    if not layers:
+        return placeholder_figure("No ΔW spectra yet: press Train.")
+    layers = layers[:max_panels]
+    ncols = min(4, len(layers))
+    nrows = math.ceil(len(layers) / ncols)
+    fig = figure(width=2.9 * ncols + 0.6, height=2.5 * nrows + 0.5, axes=False)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    colors = [f"C{i % 10}" for i in range(len(spectra))]
+    for ax, name in zip(axes, layers):
+        for color, s in zip(colors, spectra):
+            sv = s["spectra"].get(name)
+            if sv is None or len(sv) == 0:
+                continue
+            sv = np.asarray(sv, dtype=float)
+            sv = np.where(sv > ZERO_TOL * np.nanmax(sv), sv, np.nan)
+            ax.semilogy(np.arange(1, sv.size + 1), sv, marker="o", ms=2.5, lw=1, color=color, label=s["label"])
+        ax.set_title(name.replace("blocks.", "block ").replace(".attn.", " ").replace(".mlp.", " "), fontsize=9)
+        ax.set_xlabel("i", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(layers):]:
+        ax.axis("off")
+    axes[0].set_ylabel("σᵢ of ΔW", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=min(3, len(labels)))
+    fig.suptitle("singular values of each run's ΔW = (α/r)·B·A (values below 1e-6·σ₁ are zero: not drawn)",
+                 fontsize=10)
+    return fig

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..model import ToyConfig
-from ._base import as_int, fail, not_answered, ok
+from ...model import ToyConfig
+from .feedback import as_int, fail, not_answered, ok
 
 __all__ = ["ex1", "ex2", "ex3"]
 
@@ -58,9 +58,9 @@ def ex2(answer, model=None) -> bool:
     got = _digits(answer)
     if got is None:
         return fail(f"give the 8 output digits (a list, tensor or string), got {answer!r}")
-    from ..pretrained import load_pretrained
-    from ..tasks import encode
-    from ..train import generate
+    from ...pretrained import load_pretrained
+    from ...tasks import encode
+    from ...train import generate
 
     m = model if model is not None else load_pretrained(device="cpu")
     x = encode("12345678")

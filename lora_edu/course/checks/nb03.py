@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._base import as_int, as_number, fail, not_answered, ok, svals
+from .feedback import as_int, as_number, fail, not_answered, ok, svals
 
 __all__ = ["ex1", "ex2", "ex3"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..lowrank import numerical_rank, singular_values
-from ._base import as_int, fail, not_answered, ok
+from ...lowrank import numerical_rank, singular_values
+from .feedback import as_int, fail, not_answered, ok
 
 __all__ = ["ex1", "ex2", "ex3", "ex4"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ._base import as_number, fail, not_answered, ok, svals
+from .feedback import as_number, fail, not_answered, ok, svals
 
 __all__ = ["ex1", "ex2", "ex3"]
 

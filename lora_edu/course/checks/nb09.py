@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._base import fail, not_answered, ok
+from .feedback import fail, not_answered, ok
 
 __all__ = ["ex1", "ex2", "ex3", "EX1_TARGETS", "EX1_R", "EX3_CANDIDATES", "EX3_THRESHOLD", "EX3_SETTINGS"]
 

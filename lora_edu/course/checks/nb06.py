@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..model import ToyConfig
-from ._base import as_int, fail, not_answered, ok
+from ...model import ToyConfig
+from .feedback import as_int, fail, not_answered, ok
 
 __all__ = ["ex1", "ex2", "ex3"]
 

@@ -1,0 +1,185 @@
+"""Notebook 02 (the LoRA update): the α/r experiments, their figures and the scaling widget."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from .common import check_int, figure, show_in, to_numpy
+from .matrix_fit import fit_lora, planted_update
+
+SCHEMES = ("alpha/r", "alpha", "alpha/sqrt(r)")
+
+
+def scaling_for(scheme: str, alpha: float, r: int) -> float:
+    """The factor multiplying B·A: α/r (LoRA, §4.1), α (no division), α/√r (rsLoRA)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    check_int(r, "r")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    return {"alpha/r": alpha / r, "alpha": float(alpha), "alpha/sqrt(r)": alpha / math.sqrt(r)}[scheme]
+
+
+def lr_sweep(target: torch.Tensor, ranks, lrs, steps: int, scheme: str = "alpha/r", alpha: float = 4.0,
+             seed: int = 0, batch: int | None = 16, last: int = 10) -> dict:
+    """Final error (mean of the last `last` steps) for every (r, lr) pair under one scaling scheme.
+
+    Returns {"ranks", "lrs", "scheme", "alpha", "final": tensor (len(ranks), len(lrs))}.
+    """
+    lrs = list(lrs)
+    ranks = [check_int(r, "ranks") for r in ranks]
+    final = torch.empty(len(ranks), len(lrs))
+    for i, r in enumerate(ranks):
+        res = fit_lora(target, r, lrs, steps, scaling_for(scheme, alpha, r), seed=seed, batch=batch)
+        tail = res["loss"][:, -min(last, steps):]
+        final[i] = torch.nan_to_num(tail.mean(1), nan=math.inf)
+    return {"ranks": ranks, "lrs": lrs, "scheme": scheme, "alpha": alpha, "final": final}
+
+
+def best_lr(sweep: dict) -> list[float]:
+    """The learning rate with the lowest final error, for each rank of an lr_sweep result."""
+    idx = sweep["final"].argmin(1).tolist()
+    return [sweep["lrs"][i] for i in idx]
+
+
+SCHEMECOLORS = {"alpha/r": "tab:blue", "alpha": "tab:red", "alpha/sqrt(r)": "tab:green"}
+
+
+SCHEME_LABELS = {"alpha/r": "α/r (LoRA)", "alpha": "α, no division", "alpha/sqrt(r)": "α/√r (rsLoRA)"}
+
+
+def plot_loss_curves(ax, curves: dict, log: bool = True, xlabel: str = "step", ylabel: str = "loss",
+                     title: str = "", colors: dict | None = None, styles: dict | None = None):
+    """One line per {label: sequence of losses}."""
+    for label, ys in curves.items():
+        ys = to_numpy(ys)
+        kw = {}
+        if colors and label in colors:
+            kw["color"] = colors[label]
+        if styles and label in styles:
+            kw["ls"] = styles[label]
+        ax.plot(range(1, len(ys) + 1), ys, label=str(label), **kw)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+
+
+def plot_lr_sweep(ax, sweep: dict, title: str | None = None):
+    """Final error against learning rate, one curve per rank (an lr_sweep result)."""
+    import matplotlib as mpl
+
+    final = to_numpy(sweep["final"])
+    cmap = mpl.colormaps["viridis"]
+    n = len(sweep["ranks"])
+    for i, r in enumerate(sweep["ranks"]):
+        ys = [min(v, 1e3) if math.isfinite(v) else 1e3 for v in final[i]]
+        ax.plot(sweep["lrs"], ys, "o-", ms=3, color=cmap(i / max(1, n - 1)), label=f"r = {r}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("final relative error")
+    ax.set_title(title or SCHEME_LABELS.get(sweep["scheme"], sweep["scheme"]), fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def plot_best_lr(ax, sweeps: list, best: list):
+    """Best learning rate against r for several scaling schemes (log–log)."""
+    for sw, b in zip(sweeps, best):
+        sch = sw["scheme"]
+        ax.plot(sw["ranks"], b, "o-", color=SCHEMECOLORS.get(sch), label=SCHEME_LABELS.get(sch, sch))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("rank r")
+    ax.set_ylabel("best learning rate")
+    ax.set_title("Which learning rate is best at each r?", fontsize=10)
+    ax.legend(fontsize=8)
+
+
+# --------------------------------------------------------------------------------- α/r scaling (nb 02)
+ALPHA_RANGE = (0.25, 64.0)
+
+
+R_RANGE = (1, 64)
+
+
+def _scaling_message(r, alpha) -> str | None:
+    if isinstance(r, bool) or not isinstance(r, int):
+        return f"r must be a whole number, got {r!r}."
+    if not R_RANGE[0] <= r <= R_RANGE[1]:
+        return f"r = {r} is outside this experiment's range {R_RANGE[0]}…{R_RANGE[1]} (the layer is 64×64)."
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        return f"α must be a number, got {alpha!r}."
+    if alpha <= 0:
+        return f"α = {alpha}: the scaling α/r must be positive (α = 0 would switch the update off)."
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _scaling_run(r: int, alpha: float, lr: float, steps: int, target_rank: int, batch: int):
+    T = planted_update(64, 64, target_rank)
+    scalings = [scaling_for(s, alpha, r) for s in SCHEMES]
+    res = fit_lora(T, r, [lr] * len(scalings), steps, scalings, batch=batch)  # three runs side by side
+    return {s: res["loss"][i] for i, s in enumerate(SCHEMES)}
+
+
+def scaling_curves(r, alpha, lr: float = 1e-2, steps: int = 150, target_rank: int = 4, batch: int = 16
+                   ) -> dict | str:
+    """Loss curves of the small problem (fit a rank-4 update of a 64×64 layer) for the three scalings.
+
+    Returns {"curves": {"alpha/r": losses, "alpha": losses, "alpha/sqrt(r)": losses}, "scaling": {scheme:
+    factor}, "r", "alpha", "lr", "diverged": [schemes whose final error is above 1 or not finite]}, or a message.
+    Cached: a slider position already visited answers instantly.
+    """
+    msg = _scaling_message(r, alpha)
+    if msg:
+        return msg
+    curves = dict(_scaling_run(r, float(alpha), float(lr), int(steps), int(target_rank), int(batch)))
+    diverged = [s for s, c in curves.items() if not math.isfinite(float(c[-1])) or float(c[-1]) > 1.0]
+    return {"curves": curves, "scaling": {s: scaling_for(s, alpha, r) for s in SCHEMES}, "r": r,
+            "alpha": float(alpha), "lr": lr, "diverged": diverged}
+
+
+def scaling_figure(r, alpha, lr: float = 1e-2, steps: int = 150):
+    """Loss curves for α/r, α (no division) and α/√r at the chosen r and α. Figure or message."""
+    res = scaling_curves(r, alpha, lr, steps)
+    if isinstance(res, str):
+        return res
+    fig, ax = figure(1, 1, width=6.0, height=3.6)
+    curves = {}
+    for s in SCHEMES:
+        c = res["curves"][s].clamp(max=1e3).nan_to_num(nan=1e3)
+        curves[f"{SCHEME_LABELS[s]}: scale {res['scaling'][s]:.3g}"] = c
+    colors = {k: SCHEMECOLORS[s] for k, s in zip(curves, SCHEMES)}
+    plot_loss_curves(ax, curves, ylabel="relative error ‖ΔW − ΔW*‖²/‖ΔW*‖²", colors=colors,
+                           title=f"r = {r}, α = {alpha:g}, learning rate {lr:g} (Adam)")
+    ax.set_ylim(1e-5, 1e2)
+    if res["diverged"]:
+        ax.text(0.02, 0.03, "unstable: " + ", ".join(SCHEME_LABELS[s] for s in res["diverged"]),
+                transform=ax.transAxes, fontsize=9, color="tab:red")
+    return fig
+
+
+def scaling_widget(r: int = 4, alpha: float = 4.0, lr: float = 1e-2, steps: int = 150):
+    """Sliders r and α driving the loss curves of the three scaling schemes (notebook 02)."""
+    import ipywidgets as w
+
+    kw = dict(continuous_update=False, layout=w.Layout(width="480px"))
+    sr = w.IntSlider(value=r, min=R_RANGE[0], max=R_RANGE[1], description="rank r", **kw)
+    sa = w.FloatLogSlider(value=alpha, base=2, min=math.log2(ALPHA_RANGE[0]), max=math.log2(ALPHA_RANGE[1]),
+                          step=0.5, description="α", **kw)
+    out = w.Output()
+
+    def update(change=None):
+        show_in(out, lambda: scaling_figure(sr.value, sa.value, lr, steps))
+
+    sr.observe(update, names="value")
+    sa.observe(update, names="value")
+    update()
+    return w.VBox([sr, sa, out])
