@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .runtime import check_number
+
 __all__ = ["ToyConfig", "ToyTransformer"]
+
+
+LIMITS = {"vocab_size": 2**16, "max_len": 2**12, "d_model": 2**12, "n_layer": 64, "n_head": 64, "d_ff": 2**14}
 
 
 @dataclass
@@ -27,15 +32,14 @@ class ToyConfig:
     dropout: float = 0.0
     bias: bool = True
 
-    def __post_init__(self):
-        for name in ("vocab_size", "max_len", "d_model", "n_layer", "n_head", "d_ff"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+    def __post_init__(self):  # bounded: a toy, never one that asks for terabytes
+        for name, hi in LIMITS.items():
+            check_number(name, getattr(self, name), 1, hi, integer=True)
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_number("dropout", self.dropout, 0, 1, bounds="[)")
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"bias must be a bool, got {type(self.bias).__name__}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,6 +116,8 @@ class ToyTransformer(nn.Module):
 
     def __init__(self, cfg: ToyConfig | None = None):
         super().__init__()
+        if cfg is not None and not isinstance(cfg, ToyConfig):
+            raise TypeError(f"cfg must be a ToyConfig or None, got {type(cfg).__name__}")
         self.cfg = cfg = cfg or ToyConfig()
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
@@ -130,11 +136,16 @@ class ToyTransformer(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, tokens: torch.Tensor, return_attn: bool = False):
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.long, torch.int):
+            raise TypeError(f"tokens must be a tensor of token ids, got {type(tokens).__name__} "
+                            f"{getattr(tokens, 'dtype', '')}")
         if tokens.ndim != 2:
             raise ValueError(f"tokens must have shape (batch, T), got {tuple(tokens.shape)}")
         T = tokens.shape[1]
         if T > self.cfg.max_len:
             raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
+        if tokens.numel() and not 0 <= tokens.min() <= tokens.max() < self.cfg.vocab_size:
+            raise ValueError(f"tokens must be ids in [0, {self.cfg.vocab_size}), got {tokens.min()}..{tokens.max()}")
         pos = torch.arange(T, device=tokens.device)
         x = self.tok_emb(tokens) + self.pos_emb(pos)
         atts = []

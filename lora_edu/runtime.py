@@ -40,8 +40,9 @@ def check_number(name: str, value, lo: float = -math.inf, hi: float = math.inf, 
         f = math.inf
     ok = (f > lo if bounds[0] == "(" else f >= lo) and (f < hi if bounds[1] == ")" else f <= hi)
     if not (ok and math.isfinite(f)):
-        raise ValueError(f"{name} must be a finite {'int' if integer else 'number'} in {bounds[0]}{lo:g}, "
-                         f"{hi:g}{bounds[1]}, got {brief(value)}")
+        show = [f"{v:g}" if not integer or math.isinf(v) else str(int(v)) for v in (lo, hi)]
+        raise ValueError(f"{name} must be a finite {'int' if integer else 'number'} in {bounds[0]}{show[0]}, "
+                         f"{show[1]}{bounds[1]}, got {brief(value)}")
     return int(value) if integer else f
 
 

@@ -8,15 +8,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inject import _check_model, lora_layers
+from .runtime import check_number
 from .tasks import BOS, SEP, get_task
 
 __all__ = ["train", "evaluate", "generate", "task_loss"]
 
 EVAL_SEED = 1234
+LR_MAX = 1e3  # AdamW's step is ~lr per weight: anything near this already destroys a model
+
+
+def _count(name: str, value, lo: int = 1, hi: int = 2**16):  # 2**16: a batch that still fits in memory
+    return check_number(name, value, lo, hi, integer=True)
+
+
+def _check_tokens(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.is_floating_point() or t.is_complex():
+        raise TypeError(f"{name} must be a 2-D integer tensor (batch, length), got {type(t).__name__} "
+                        f"{tuple(getattr(t, 'shape', ()))}")
 
 
 def task_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on the answer tokens only (targets are −100 elsewhere)."""
+    _check_tokens("inputs", inputs)
+    _check_tokens("targets", targets)
+    if inputs.shape != targets.shape:
+        raise ValueError(f"targets must have the shape of inputs {tuple(inputs.shape)}, got {tuple(targets.shape)}")
     logits = model(inputs)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
@@ -29,6 +46,10 @@ def _device_of(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def generate(model: nn.Module, x: torch.Tensor, task=None) -> torch.Tensor:
     """Greedy answer of the model for digit sequences x (batch, n): feeds BOS x SEP and decodes n tokens."""
+    _check_model(model)
+    _check_tokens("x", x)
+    if task is not None:
+        get_task(task)
     n = x.shape[1]
     dev = _device_of(model)
     b = x.shape[0]
@@ -43,11 +64,13 @@ def generate(model: nn.Module, x: torch.Tensor, task=None) -> torch.Tensor:
 def evaluate(model: nn.Module, task, n_examples: int = 512, metric: str = "token",
              seed: int = EVAL_SEED, batch_size: int = 512) -> float:
     """Accuracy of greedy decoding on a fixed held-out set: per answer token ("token") or whole answer ("sequence")."""
+    _check_model(model)
     task = get_task(task)
-    if metric not in ("token", "sequence"):
+    if not isinstance(metric, str) or metric not in ("token", "sequence"):
         raise ValueError(f"metric must be 'token' or 'sequence', got {metric!r}")
-    if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples <= 0:
-        raise ValueError(f"n_examples must be a positive int, got {n_examples!r}")
+    _count("n_examples", n_examples, hi=10**7)
+    _count("seed", seed, 0, 2**63 - 1)
+    _count("batch_size", batch_size)
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -74,17 +97,29 @@ def train(model: nn.Module, task, steps: int, lr: float = 3e-3, batch_size: int 
 
     history: step, loss (every step), eval_step / accuracy (every `eval_every` steps and at the end),
     seconds, steps_per_second. Data comes from a generator seeded with `seed`, so runs repeat exactly on CPU.
+    Every argument is checked before the model changes; an error while training restores its train/eval mode.
     """
+    _check_model(model)
     task = get_task(task)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    _count("steps", steps, 0, 10**9)
+    check_number("lr", lr, 0, LR_MAX, bounds="(]")
+    _count("batch_size", batch_size)
+    _count("seed", seed, 0, 2**63 - 1)
+    check_number("weight_decay", weight_decay, 0, LR_MAX)
+    if eval_every is not None:
+        _count("eval_every", eval_every, hi=10**9)
+    _count("eval_examples", eval_examples, hi=10**7)
+    for name, value, ok, want in (("progress", progress, isinstance(progress, bool), "a bool"),
+                                  ("callback", callback, callback is None or callable(callback), "None or callable"),
+                                  ("desc", desc, desc is None or isinstance(desc, str), "None or a str")):
+        if not ok:
+            raise TypeError(f"{name} must be {want}, got {type(value).__name__}")
+    merged = [n for n, m in lora_layers(model).items() if m.merged]
+    if merged:
+        raise ValueError(f"model has merged LoRA layers {merged}: unmerge_lora(model) before training")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters (did add_lora freeze everything else?)")
-    if eval_every is not None and (not isinstance(eval_every, int) or eval_every <= 0):
-        raise ValueError(f"eval_every must be a positive int or None, got {eval_every!r}")
     dev = _device_of(model)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
@@ -94,6 +129,7 @@ def train(model: nn.Module, task, steps: int, lr: float = 3e-3, batch_size: int 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc=desc or f"train {task.name}", leave=False)
+    was_training = model.training
     model.train()
     t0 = time.perf_counter()
     try:
@@ -115,6 +151,9 @@ def train(model: nn.Module, task, steps: int, lr: float = 3e-3, batch_size: int 
                 hist["accuracy"].append(evaluate(model, task, eval_examples))
             if callback is not None:
                 callback(step, lv)
+    except BaseException:
+        model.train(was_training)
+        raise
     finally:
         if bar is not None:
             bar.close()

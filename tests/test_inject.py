@@ -263,13 +263,16 @@ def test_remove_lora_merge_must_be_bool(pretrained, snapshot):
     snap.assert_unchanged(pretrained)
 
 
+@pytest.mark.parametrize("edit", [lambda m: m.B.mul_(2.0), lambda m: m.B.data.mul_(2.0),
+                                  lambda m: setattr(m, "scaling", 3.0)])
 @pytest.mark.parametrize("call", [le.unmerge_lora, lambda m: le.remove_lora(m, merge=False)])
-def test_unmerge_refused_before_any_layer_changes_when_one_cannot_restore(pretrained, randomize, snapshot, call):
+def test_unmerge_refused_before_any_layer_changes_when_one_cannot_restore(pretrained, randomize, snapshot, call,
+                                                                          edit):
     le.add_lora(pretrained, ("q_proj", "v_proj"), r=4)
     randomize(pretrained)
     le.merge_lora(pretrained)
     with torch.no_grad():
-        le.lora_layers(pretrained)["blocks.1.attn.v_proj"].B.mul_(2.0)  # edited while merged: ΔW no longer matches
+        edit(le.lora_layers(pretrained)["blocks.1.attn.v_proj"])  # edited while merged: ΔW no longer matches
     snap = snapshot(pretrained)
     with pytest.raises(RuntimeError, match="blocks.1.attn.v_proj"):
         call(pretrained)

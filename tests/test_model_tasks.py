@@ -45,15 +45,19 @@ def test_separate_projections_with_peft_names():
     assert m.cfg.to_dict()["d_ff"] == 48
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(d_model=30, n_head=4), "divisible"),
-    (dict(n_layer=0), "n_layer"),
-    (dict(vocab_size=2.5), "vocab_size"),
-    (dict(d_ff=True), "d_ff"),
-    (dict(dropout=1.0), "dropout"),
+@pytest.mark.parametrize(("kwargs", "exc", "match"), [
+    (dict(d_model=30, n_head=4), ValueError, "divisible"),
+    (dict(n_layer=0), ValueError, "n_layer"),
+    (dict(n_layer=10**6), ValueError, "n_layer"),  # would ask for terabytes
+    (dict(d_model=2**20), ValueError, "d_model"),
+    (dict(vocab_size=2.5), TypeError, "vocab_size"),
+    (dict(d_ff=True), TypeError, "d_ff"),
+    (dict(dropout=1.0), ValueError, "dropout"),
+    (dict(dropout="0"), TypeError, "dropout"),
+    (dict(bias="yes"), TypeError, "bias"),
 ])
-def test_bad_config(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_config(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
         le.ToyConfig(**kwargs)
 
 
@@ -173,14 +177,20 @@ def test_generate_and_evaluate(pretrained):
     assert pretrained.training is False
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(metric="f1"), "metric"),
-    (dict(n_examples=0), "n_examples"),
-    (dict(n_examples=True), "n_examples"),
+@pytest.mark.parametrize(("kwargs", "exc", "match"), [
+    (dict(metric="f1"), ValueError, "metric"),
+    (dict(n_examples=0), ValueError, "n_examples"),
+    (dict(n_examples=True), TypeError, "n_examples"),
+    (dict(batch_size=0), ValueError, "batch_size"),  # was "range() arg 3 must not be zero"
+    (dict(batch_size=-1), ValueError, "batch_size"),  # was ZeroDivisionError
+    (dict(seed="1"), TypeError, "seed"),
 ])
-def test_evaluate_bad_inputs(pretrained, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_evaluate_bad_inputs(pretrained, snapshot, kwargs, exc, match):
+    pretrained.train()
+    snap = snapshot(pretrained)
+    with pytest.raises(exc, match=match):
         le.evaluate(pretrained, "copy", **kwargs)
+    snap.assert_unchanged(pretrained)
 
 
 # ---- runtime -------------------------------------------------------------------------------------------
@@ -196,6 +206,16 @@ def test_get_device(monkeypatch):
     assert le.get_device().type == expected
     with pytest.raises(ValueError, match="device must be one of"):
         le.get_device("meta")
+    for bad in ("bogus", "gpu", "CPU", " cpu", "cuda:-1", -1):
+        with pytest.raises(ValueError, match="device must be one of"):
+            le.get_device(bad)
+        monkeypatch.setenv("LORA_EDU_DEVICE", str(bad))
+        with pytest.raises(ValueError, match="LORA_EDU_DEVICE must be one of"):
+            le.get_device()
+        assert le.get_device("cpu") == torch.device("cpu")  # an explicit device wins over the variable
+    monkeypatch.delenv("LORA_EDU_DEVICE")
+    with pytest.raises(TypeError, match="device must be"):
+        le.get_device(1.5)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             le.get_device("cuda")

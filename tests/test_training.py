@@ -84,24 +84,60 @@ def test_full_fine_tuning_also_trains(pretrained):
     assert len(hist["loss"]) == 5  # no LoRA: every parameter of the model is trainable
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(steps=-1), "steps"),
-    (dict(steps=2.0), "steps"),
-    (dict(steps=True), "steps"),
-    (dict(lr=0), "lr"),
-    (dict(lr=-1e-3), "lr"),
-    (dict(lr=float("nan")), "lr"),
-    (dict(lr="1e-3"), "lr"),
-    (dict(eval_every=0), "eval_every"),
-    (dict(task="transpose"), "task"),
+@pytest.mark.parametrize(("kwargs", "exc", "match"), [
+    (dict(steps=-1), ValueError, "steps"),
+    (dict(steps=2.0), TypeError, "steps"),
+    (dict(steps=True), TypeError, "steps"),
+    (dict(lr=0), ValueError, "lr"),
+    (dict(lr=-1e-3), ValueError, "lr"),
+    (dict(lr=float("nan")), ValueError, "lr"),
+    (dict(lr=float("inf")), ValueError, "lr"),  # was accepted: the weights became NaN
+    (dict(lr=10**400), ValueError, "lr"),  # was an OverflowError
+    (dict(lr="1e-3"), TypeError, "lr"),
+    (dict(eval_every=0), ValueError, "eval_every"),
+    (dict(eval_every=True), TypeError, "eval_every"),
+    (dict(eval_examples=0), ValueError, "eval_examples"),  # was: every step trained, then an error, history lost
+    (dict(batch_size=0), ValueError, "batch_size"),  # was caught inside the loop, model left in train mode
+    (dict(batch_size=2.0), TypeError, "batch_size"),
+    (dict(weight_decay="x"), TypeError, "weight_decay"),
+    (dict(weight_decay=-0.1), ValueError, "weight_decay"),
+    (dict(seed="x"), TypeError, "seed"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(callback=5), TypeError, "callback"),  # was: one optimizer step changed B, then a TypeError
+    (dict(progress="no"), TypeError, "progress"),
+    (dict(desc=3), TypeError, "desc"),
+    (dict(task="transpose"), ValueError, "task"),
+    (dict(task=None), TypeError, "task"),
 ])
-def test_bad_arguments_leave_model_untouched(pretrained, snapshot, kwargs, match):
+def test_bad_arguments_leave_model_untouched(pretrained, snapshot, kwargs, exc, match):
     le.add_lora(pretrained, ("q_proj", "v_proj"), r=2)
     snap = snapshot(pretrained)
     args = {"task": "reverse", "steps": 3, "progress": False, **kwargs}
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(exc, match=match):
         le.train(pretrained, **args)
     snap.assert_unchanged(pretrained)
+
+
+def test_merged_lora_model_is_refused_before_training(pretrained, snapshot):
+    """Was autograd's "element 0 of tensors does not require grad" after the model had been put in train mode."""
+    le.add_lora(pretrained, ("q_proj", "v_proj"), r=2)
+    le.merge_lora(pretrained)
+    snap = snapshot(pretrained)
+    with pytest.raises(ValueError, match="merged LoRA layers .*unmerge_lora"):
+        le.train(pretrained, "reverse", 3, progress=False)
+    snap.assert_unchanged(pretrained)
+
+
+def test_an_error_while_training_restores_the_mode(pretrained):
+    le.add_lora(pretrained, "q_proj", r=2)
+    pretrained.eval()
+
+    def stop(step, loss):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        le.train(pretrained, "reverse", 3, progress=False, callback=stop)
+    assert not pretrained.training
 
 
 def test_nothing_trainable_is_refused(pretrained, snapshot):
