@@ -8,6 +8,8 @@ BIN     := $(VENV)/bin
 PIP     := $(BIN)/python -m pip install -q -c constraints.txt
 BASE    := $(VENV)/.installed-base
 DEV     := $(VENV)/.installed-dev
+# JupyterLab reads jupyter/lab-settings/overrides.json: no "get notified about Jupyter news?" pop-up
+LAB_FLAGS := --LabApp.app_settings_dir=$(CURDIR)/jupyter/lab-settings
 
 .PHONY: setup setup-dev lab test lint html student solutions bench times pretrain gpu-check clean
 
@@ -26,7 +28,7 @@ setup: $(BASE)
 setup-dev: $(DEV)
 
 lab: $(BASE)  ## open the notebook series in JupyterLab
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab $(LAB_FLAGS) $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00_start_here.ipynb
 
 test: $(DEV)  ## lint + the whole test suite (notebooks in fast mode included)
 	$(BIN)/ruff check .

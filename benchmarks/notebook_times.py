@@ -35,6 +35,7 @@ def target(name: str, mode: str) -> float:
 def run(path: Path, mode: str) -> float:
     nb = nbformat.read(path, as_version=4)
     os.environ["LORA_EDU_FAST"] = "1" if mode == "fast" else "0"
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures inline, as in JupyterLab
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=900, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()

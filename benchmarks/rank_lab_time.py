@@ -13,21 +13,21 @@ import platform
 import statistics
 import time
 
-import torch
-
-import lora_edu as le
-from lora_edu.lab import DEFAULTS, RankLab
-
 TARGET_S = 30.0
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for each run: the lab's default is 1; 0 = torch's own setting")
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
+    import torch
+
+    import lora_edu as le
+    from lora_edu.course.nb09 import DEFAULTS, RankLab
+
     threads = args.threads or None
     device = le.get_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()

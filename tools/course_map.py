@@ -3,10 +3,13 @@
 Objectives are the notebooks' own first objective lines; times come from `benchmarks/notebook_times.py`
 (`notebook_times_cpu.jsonl`, and `notebook_times_gpu.jsonl` when a GPU run exists). Nothing is typed by hand.
 Usage: python tools/course_map.py [--check]
+Without --check it rewrites the course map between the markers in README.md; with --check it writes nothing and
+exits with 1 if the README's map is stale.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -105,10 +108,12 @@ def render(text: str) -> str:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if the README's map is stale")
+    args = ap.parse_args(argv)
     text = README.read_text()
     new = render(text)
-    if "--check" in argv:
+    if args.check:
         if new != text:
             print("README course map is stale: run python tools/course_map.py")
             return 1

@@ -4,11 +4,14 @@ Each is the whole notebook (the exercises build on its lesson's variables) with 
 `exercise` left out and the solution cells shown. Solutions are written once, as cells tagged `solution`
 in the main notebook; this script only copies them, and `--check` (run by the tests) keeps them in sync.
 
-Usage: python tools/solutions.py [--check]   (--check: exit 1 if a committed solutions notebook is stale)
+Usage: python tools/solutions.py [--check]
+Without --check it rewrites notebooks/solutions/ (what `make solutions` does); with --check it writes nothing and
+exits with 1 if a committed solutions notebook is stale.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import sys
 from pathlib import Path
@@ -64,9 +67,11 @@ def expected() -> dict[Path, str]:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if notebooks/solutions is stale")
+    args = ap.parse_args(argv)
     want = expected()
-    if "--check" in argv:
+    if args.check:
         stale = [p for p, text in want.items() if not p.exists() or p.read_text() != text]
         extra = [p for p in OUT.glob("*.ipynb") if p not in want]
         for p in stale + extra:

@@ -5,6 +5,7 @@ Usage: python tools/student.py SRC_DIR OUT_DIR
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,11 +26,13 @@ def strip_solutions(nb):
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print(__doc__)
-        return 2
-    src, out = Path(argv[0]), Path(argv[1])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", type=Path, help="folder of notebooks (e.g. notebooks)")
+    ap.add_argument("out", type=Path, help="folder to write the student copies to (e.g. notebooks/student)")
+    args = ap.parse_args(argv)
+    src, out = args.src, args.out
+    if out.resolve() == src.resolve():
+        ap.error("OUT_DIR must differ from SRC_DIR: the student copies would overwrite the notebooks")
     out.mkdir(parents=True, exist_ok=True)
     n = 0
     for path in sorted(src.glob("*.ipynb")):
