@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from .nbtools import NOTEBOOKS as NOTEBOOKS_DIR
 from .nbtools import all_notebooks
 
 NBS = all_notebooks()
@@ -34,5 +35,20 @@ def test_structure(path):
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
     for i, c in enumerate(nb["cells"]):
         if c["cell_type"] == "code":
+            # A cell that *is* the lesson (tagged "lesson": a layer or a loop written out) may be long; any other
+            # cell stays short — sweeps, figure layout and tables belong in lora_edu/course/nbNN.py.
             n = len("".join(c["source"]).splitlines())
-            assert n <= 25, f"{path.name} cell {i} has {n} lines; import from lora_edu instead"
+            cap = 40 if "lesson" in c["metadata"].get("tags", []) else 25
+            assert n <= cap, f"{path.name} cell {i} has {n} lines (cap {cap}); move plumbing to lora_edu/course"
+
+
+def test_the_lora_layer_is_written_in_notebook_02():
+    """The learner sees LoRA's code: a complete layer (Gaussian A, zero B, α/r, forward, merge, unmerge) in ≤ 25
+    lines, and a plain training loop, both tagged as lesson cells."""
+    nb = json.loads((NOTEBOOKS_DIR / "02_the_lora_update.ipynb").read_text())
+    lessons = ["".join(c["source"]) for c in nb["cells"] if "lesson" in c["metadata"].get("tags", [])]
+    layer = next(s for s in lessons if s.startswith("class LoRA("))
+    assert len(layer.splitlines()) <= 25
+    for piece in ("torch.randn(r, k)", "torch.zeros(d, r)", "alpha / r", "def forward", "def merge", "def unmerge"):
+        assert piece in layer, piece
+    assert any("opt.step()" in s and "loss.backward()" in s for s in lessons)

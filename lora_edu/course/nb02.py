@@ -183,3 +183,50 @@ def scaling_widget(r: int = 4, alpha: float = 4.0, lr: float = 1e-2, steps: int 
     sa.observe(update, names="value")
     update()
     return w.VBox([sr, sa, out])
+
+
+@torch.no_grad()
+def reference_outputs(base: torch.nn.Linear, A: torch.Tensor, B: torch.Tensor, alpha: float,
+                      x: torch.Tensor) -> dict:
+    """h = layer(x) from le.LoRALinear, Microsoft's loralib and Hugging Face PEFT, all given the same W0, b, A, B.
+
+    {name: (unmerged h, merged h)}, or {name: "message"} when that library isn't installed. Each library works
+    on its own copy of `base`, so `base` is unchanged.
+    """
+    import copy
+
+    from ..layer import LoRALinear
+
+    r = A.shape[0]
+    out = {}
+    ours = LoRALinear(copy.deepcopy(base), r=r, alpha=alpha)
+    ours.A.copy_(A)
+    ours.B.copy_(B)
+    h = ours(x)
+    ours.merge()
+    out["le.LoRALinear"] = (h, ours(x))
+    try:
+        import loralib
+    except ImportError:
+        out["loralib"] = "not installed (pip install loralib)"
+    else:
+        ref = loralib.Linear(base.in_features, base.out_features, r=r, lora_alpha=alpha, merge_weights=True)
+        ref.load_state_dict({"weight": base.weight, "bias": base.bias, "lora_A": A, "lora_B": B})
+        ref.train()  # loralib: training mode is the unmerged layer, eval() merges
+        h = ref(x)
+        ref.eval()
+        out["loralib"] = (h, ref(x))
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        out["PEFT"] = "not installed (pip install peft)"
+    else:
+        wrapper = torch.nn.Sequential(copy.deepcopy(base))
+        pm = get_peft_model(wrapper, LoraConfig(r=r, lora_alpha=alpha, target_modules=["0"]))
+        lyr = pm.base_model.model[0]
+        lyr.lora_A["default"].weight.copy_(A)
+        lyr.lora_B["default"].weight.copy_(B)
+        h = pm(x)
+        lyr.merge()
+        out["PEFT"] = (h, pm(x))
+    return out
