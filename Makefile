@@ -11,7 +11,7 @@ DEV     := $(VENV)/.installed-dev
 # JupyterLab reads jupyter/lab-settings/overrides.json: no "get notified about Jupyter news?" pop-up
 LAB_FLAGS := --LabApp.app_settings_dir=$(CURDIR)/jupyter/lab-settings
 
-.PHONY: setup setup-dev lab test lint html student solutions bench times pretrain gpu-check clean
+.PHONY: setup setup-dev lab test lint html student solutions bench times pretrain gpu-check wheel clean
 
 $(BASE): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,7 +44,7 @@ html: $(DEV)  ## execute every notebook (full mode, ~4 min on 2 cores) and expor
 student: $(BASE)  ## copies of the notebooks without solution cells, in notebooks/student
 	$(BIN)/python tools/student.py notebooks notebooks/student
 
-solutions:  ## regenerate notebooks/solutions from the cells tagged `solution`
+solutions: $(BASE)  ## worked-solutions edition in notebooks/solutions (build output, from the cells tagged `solution`)
 	$(BIN)/python tools/solutions.py
 
 times: $(DEV)  ## time every notebook in fast and full mode
@@ -58,6 +58,9 @@ pretrain: $(BASE)  ## retrain the checkpoint into build/ (REPLACE=1: overwrite t
 
 gpu-check: $(DEV)  ## on a CUDA machine: tests on the GPU, notebooks 05-06 in full, PEFT bench with CUDA graphs
 	$(BIN)/python tools/gpu_check.py
+
+wheel: $(BASE)  ## the package as a wheel (with the checkpoint and LICENSE) in build/dist, for use outside a clone
+	$(BIN)/python -m pip wheel --no-deps -w build/dist .
 
 clean:
 	rm -rf build notebooks/student .pytest_cache

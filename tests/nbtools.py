@@ -13,8 +13,10 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def all_notebooks() -> list[Path]:
-    """Every notebook of the series and its solutions (not generated student copies or checkpoints)."""
-    found = sorted(NOTEBOOKS.glob("*.ipynb")) + sorted((NOTEBOOKS / "solutions").glob("*.ipynb"))
+    """Every notebook of the series (not the generated solutions and student editions, nor checkpoints).
+
+    Solution cells live in these notebooks, so executing them runs each solution once."""
+    found = sorted(NOTEBOOKS.glob("*.ipynb"))
     return [p for p in found if ".ipynb_checkpoints" not in p.parts]
 
 

@@ -35,10 +35,18 @@ def test_exercises_have_checks_and_solutions(path):
         assert "assert " in c.source, f"{path.name}: a solution cell must assert its check passes"
 
 
-def test_solutions_notebooks_up_to_date():
-    stale = subprocess.run([sys.executable, str(ROOT / "tools" / "solutions.py"), "--check"],
-                           capture_output=True, text=True)
-    assert stale.returncode == 0, stale.stdout + stale.stderr
+def test_solutions_edition_is_built_from_the_main_notebooks(tmp_path):
+    assert solutions_tool.main([str(tmp_path)]) == 0
+    for path in MAIN:
+        src = nbformat.read(path, as_version=4)
+        out = tmp_path / f"{path.stem}_solutions.ipynb"
+        sol = nbformat.read(out, as_version=4)
+        want = [c.source for c in src.cells if "solution" in _tags(c)]
+        assert [c.source for c in sol.cells if "solution" in _tags(c)] == want and want
+        assert not any("exercise" in _tags(c) for c in sol.cells)
+    assert not (NOTEBOOKS / "solutions").exists() or not subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "notebooks/solutions"], cwd=ROOT, capture_output=True).returncode == 0, \
+        "notebooks/solutions is build output: it must not be committed"
 
 
 def test_solution_builder_keeps_setup_and_solutions_only():

@@ -2,11 +2,9 @@
 
 Each is the whole notebook (the exercises build on its lesson's variables) with the starter cells tagged
 `exercise` left out and the solution cells shown. Solutions are written once, as cells tagged `solution`
-in the main notebook; this script only copies them, and `--check` (run by the tests) keeps them in sync.
+in the main notebook; the solutions edition is build output (like the student edition), never committed.
 
-Usage: python tools/solutions.py [--check]
-Without --check it rewrites notebooks/solutions/ (what `make solutions` does); with --check it writes nothing and
-exits with 1 if a committed solutions notebook is stale.
+Usage: python tools/solutions.py [OUT]     (what `make solutions` runs; OUT defaults to notebooks/solutions)
 """
 
 from __future__ import annotations
@@ -56,31 +54,24 @@ def solutions_notebook(nb, name: str):
     return out
 
 
-def expected() -> dict[Path, str]:
+def expected(out: Path = OUT) -> dict[Path, str]:
     result = {}
     for path in sorted(SRC.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         sol = solutions_notebook(nb, path.name)
         if sol is not None:
-            result[OUT / f"{path.stem}_solutions.ipynb"] = nbformat.writes(sol) + "\n"
+            result[out / f"{path.stem}_solutions.ipynb"] = nbformat.writes(sol) + "\n"
     return result
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if notebooks/solutions is stale")
+    ap.add_argument("out", nargs="?", type=Path, default=OUT, help="output folder (default: notebooks/solutions)")
     args = ap.parse_args(argv)
-    want = expected()
-    if args.check:
-        stale = [p for p, text in want.items() if not p.exists() or p.read_text() != text]
-        extra = [p for p in OUT.glob("*.ipynb") if p not in want]
-        for p in stale + extra:
-            print(f"stale: {p.relative_to(ROOT)} (run: python tools/solutions.py)")
-        return 1 if stale or extra else 0
-    OUT.mkdir(exist_ok=True)
-    for p, text in want.items():
+    args.out.mkdir(parents=True, exist_ok=True)
+    for p, text in expected(args.out).items():
         p.write_text(text)
-        print(f"wrote {p.relative_to(ROOT)}")
+        print(f"wrote {p}")
     return 0
 
 
