@@ -85,7 +85,7 @@ def one_step_side_by_side(base: nn.Module, task="reverse", seed: int = 0, batch_
         m.train()
         loss = task_loss(m, inputs, targets)
         loss.backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     grads = [max(float((layer_parts(pl)[k].grad - getattr(lora_layers(ours)[n], k).grad).abs().max())
                  for n, pl in peft_layers(pm).items()) for k in ("A", "B")]
     scale = max(float(getattr(m, k).grad.abs().max()) for m in lora_layers(ours).values() for k in ("A", "B"))
