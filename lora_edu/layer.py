@@ -87,6 +87,11 @@ class LoRALinear(nn.Module):
         return self.base.bias
 
     @property
+    def kept_original(self) -> torch.Tensor | None:
+        """The exact copy of W0 held while merged with keep_original=True (None otherwise): its memory cost."""
+        return self._W0
+
+    @property
     def merged(self) -> bool:
         return self._merged
 

@@ -60,7 +60,7 @@ def fit_lora(target: torch.Tensor, r: int, lrs, steps: int, scaling, seed: int =
     punished by noise. `scaling` is one number, or one per learning rate (runs with different scalings side by
     side). Returns {"loss": (n_lr, steps) exact relative errors, "delta": (n_lr, d, k) final ΔW}.
     """
-    target = _as_target(target)
+    target = as_target(target)
     d, k = target.shape
     check_int(r, "r")
     check_int(steps, "steps", 0)
@@ -97,7 +97,7 @@ def fit_lora(target: torch.Tensor, r: int, lrs, steps: int, scaling, seed: int =
 
 def fit_full(target: torch.Tensor, lrs, steps: int, seed: int = 0, batch: int | None = None) -> dict:
     """Full fine-tuning of the same layer: train ΔW (d×k, starting at 0) directly with Adam."""
-    target = _as_target(target)
+    target = as_target(target)
     check_int(steps, "steps", 0)
     dev = target.device
     lr = _lrs_tensor(lrs, dev)
@@ -125,7 +125,7 @@ def _scalings(scaling, n, device):
     return torch.tensor(vals, dtype=torch.float32, device=device).expand(n).reshape(n, 1, 1)
 
 
-def _as_target(target):
+def as_target(target):
     if not isinstance(target, torch.Tensor) or target.ndim != 2:
         raise ValueError(f"target must be a 2-D torch tensor, got {getattr(target, 'shape', type(target).__name__)}")
     return target.detach().float()

@@ -7,7 +7,7 @@ import math
 import torch
 
 from .common import check_int
-from .matrix_fit import _as_target, fit_full, fit_lora
+from .matrix_fit import as_target, fit_full, fit_lora
 from .nb02 import scaling_for
 
 
@@ -17,7 +17,7 @@ def rank_sweep(target: torch.Tensor, ranks, steps: int, lrs=(3e-3, 1e-2, 3e-2), 
 
     Returns {"ranks", "lora": [error per r], "full": error, "eckart_young": [best possible error per r]}.
     """
-    target = _as_target(target)
+    target = as_target(target)
     ranks = [check_int(r, "ranks") for r in ranks]
     s = torch.linalg.svdvals(target.double().cpu())
     total = float(s.pow(2).sum())
