@@ -33,6 +33,7 @@ PREREQS = {
     "07": "01, 05",
     "08": "05, 06",
     "09": "05",
+    "10": "05, 06, 08",
 }
 
 
@@ -94,7 +95,8 @@ def course_map() -> str:
     notes = [f"Times measured by `python benchmarks/notebook_times.py` (top to bottom, fresh kernel): CPU on "
              f"{cpu_dev or 'not measured yet'}; GPU {gpu_note}. Fast mode is `LORA_EDU_FAST=1`, what CI runs.",
              "Order: 00 → 01 → 02 → 03 is the mathematics of §4.1; 04 → 05 → 06 → 07 is LoRA on a transformer "
-             "(§4.2, §7); 08 (myths) and 09 (rank lab) build on 05–06. Solutions: `make solutions` "
+             "(§4.2, §7); 08 (myths) and 09 (rank lab) build on 05–06; 10 takes it all to Hugging Face PEFT. "
+             "Solutions: `make solutions` "
              "(written to `notebooks/solutions/`); "
              "lesson plans: [`notebooks/INSTRUCTOR.md`](notebooks/INSTRUCTOR.md)."]
     return ("\n".join(rows) + "\n\n" + "\n\n".join(notes) + "\n\n**Learning objectives** — after each notebook "
