@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -75,17 +76,69 @@ def test_student_edition_strips_every_solution(tmp_path):
                [c["source"] for c in src["cells"] if "exercise" in _tags(c)]
 
 
-def test_html_export_writes_pages_and_an_index(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell("# 42 · A tiny lesson\n\n**Objectives**\n- add two numbers"),
-                nbformat.v4.new_code_cell("print(40 + 2)")]
-    src = tmp_path / "src" / "42_tiny.ipynb"
-    src.parent.mkdir()
-    nbformat.write(nb, src)
-    index = export_html.export([src], tmp_path / "html")
-    page = (tmp_path / "html" / "42_tiny.html").read_text()
-    assert "42" in page and "A tiny lesson" in page  # executed: the output 42 is in the page
-    assert ">42\n<" in page or "42\n" in page
+TINY_WIDGETS = """\
+import ipywidgets as w, matplotlib.pyplot as plt
+from IPython.display import display
+from tqdm.auto import tqdm
+for _ in tqdm(range(3), desc="warm-up", leave=False):  # tqdm hides a leave=False bar when it closes
+    pass
+out = w.Output()
+with out:
+    fig, ax = plt.subplots(figsize=(2, 1)); ax.plot([0, 1], [1, 0]); display(fig); plt.close(fig)
+w.VBox([w.IntSlider(value=7, min=0, max=10, description="rank r"), w.Dropdown(options=["q", "v"], value="v"),
+        w.Play(), out])
+"""
+
+
+def _links(page: str) -> dict[str, str]:
+    """{rel: href} of the navigation links (top and bottom bars must agree)."""
+    from bs4 import BeautifulSoup
+
+    bars = [{a["rel"][0]: a["href"] for a in nav.find_all("a")}
+            for nav in BeautifulSoup(page, "html.parser").select("nav.lora-nav")]
+    assert len(bars) == 2 and bars[0] == bars[1], bars
+    return bars[0]
+
+
+def test_html_export_reads_offline(tmp_path):
+    """Two executed pages: MathML equations, widgets drawn from saved state, a finished progress bar, links to
+    the neighbours and the index, and no script, stylesheet or image fetched from anywhere."""
+    md = nbformat.v4.new_markdown_cell
+    one = nbformat.v4.new_notebook(cells=[
+        md("# 41 · A tiny lesson\n\n**Objectives**\n- add $a + b$\n\nThe update $\\Delta W = BA$ has rank "
+           "$\\le r$:\n\n$$\\lVert W - W_r \\rVert_F = \\sqrt{\\textstyle\\sum_{i>r} \\sigma_i^2}$$"),
+        nbformat.v4.new_code_cell("print(40 + 2)"), nbformat.v4.new_code_cell(TINY_WIDGETS)])
+    two = nbformat.v4.new_notebook(cells=[md("# 42 · The next lesson\n\nNothing to run.")])
+    src = tmp_path / "src"
+    src.mkdir()
+    for nb, name in ((one, "41_tiny.ipynb"), (two, "42_next.ipynb")):
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, src / name)
+    index = export_html.export([src / "41_tiny.ipynb", src / "42_next.ipynb"], tmp_path / "html", fast=True)
+    page = (tmp_path / "html" / "41_tiny.html").read_text()
+    assert "A tiny lesson" in page and "42\n" in page  # executed: the printed 42 is on the page
+    assert page.count("<math") == 4 and 'display="block"' in page
+    assert "$" not in re.sub(r"<(pre|code|script)\b.*?</\1>", "", page, flags=re.S)  # no TeX left for MathJax
+    widget = page[page.index('class="lora-widget"'):]
+    assert 'type="range"' in widget and 'value="7"' in widget and "rank r" in widget
+    assert "<option>v</option>" in widget and "Play: run the notebook to use it" in widget
+    assert re.search(r'class="lora-w-output"><img alt="figure" src="data:image/png;base64,', widget)
+    assert re.search(r'warm-up: 100%.*?<progress[^>]*max="3(\.0)?" value="3(\.0)?"', page, re.S)
+    assert _links(page) == {"next": "42_next.html", "index": "index.html"}
+    assert _links((tmp_path / "html" / "42_next.html").read_text()) == {"prev": "41_tiny.html", "index": "index.html"}
+    for ref in re.findall(r'<(?:script|link|img)\b[^>]*\b(?:src|href)="([^"]+)"', page):
+        assert ref.startswith("data:"), f"the page fetches {ref}"
+    assert "application/vnd.jupyter.widget-state+json" not in page
     listing = index.read_text()
-    assert 'href="42_tiny.html"' in listing and "A tiny lesson" in listing and "add two numbers" in listing
+    assert 'href="41_tiny.html"' in listing and "A tiny lesson" in listing and "add a + b" in listing
+
+
+@pytest.mark.parametrize("path", MAIN, ids=lambda p: p.name)
+def test_every_equation_converts_to_mathml(path):
+    """The HTML export turns each notebook's LaTeX into MathML (latex2mathml): nothing it cannot convert."""
+    errors: list[str] = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            rendered = export_html.markdown_to_html(cell.source, errors)
+            assert "$" not in re.sub(r"<(pre|code)\b.*?</\1>", "", rendered, flags=re.S), cell.source[:300]
+    assert errors == [], errors

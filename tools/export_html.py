@@ -139,15 +139,29 @@ def _label(text: str) -> str:
     return f'<span class="lora-w-label">{html.escape(text)}</span>' if text else ""
 
 
+def _closed_progress(models: dict, s: dict) -> str:
+    """A progress bar tqdm hid when it closed (leave=False): its text stopped at the last refresh, so the line is
+    rebuilt from the bar's final count. Any other hidden widget draws nothing."""
+    kids = [models.get(_ref(c), {}) for c in s.get("children", [])]
+    bar = next((k.get("state", {}) for k in kids if k.get("model_name", "").endswith("ProgressModel")), None)
+    if bar is None:
+        return ""
+    html_kids = [k.get("state", {}).get("value", "") for k in kids if k.get("model_name") == "HTMLModel"]
+    desc = re.sub(r"\s*\d+%\s*$", "", html_kids[0] if html_kids else "")
+    value, top = bar.get("value", 0), bar.get("max", 100) or 1
+    return (f'<div class="lora-w-hbox"><span class="lora-w-html">{desc} {100 * value / top:.0f}%</span>'
+            f'<progress class="lora-w-progress" value="{value}" max="{top}"></progress>'
+            f'<span class="lora-w-html">{value:g}/{top:g}</span></div>')
+
+
 def render_widget(models: dict, model_id: str, depth: int = 0) -> str:
     """The widget `model_id` and its children as static HTML, from the notebook's saved widget state."""
     entry = models.get(model_id)
     if entry is None or depth > 20:
         return ""
     name, s = entry.get("model_name", ""), entry.get("state", {})
-    kinds = {models.get(_ref(c), {}).get("model_name") for c in s.get("children", [])}
-    if _hidden(models, s) and not kinds & {"FloatProgressModel", "IntProgressModel"}:
-        return ""  # hidden, unless it is a finished progress bar (tqdm hides those with leave=False)
+    if _hidden(models, s):
+        return _closed_progress(models, s)
     desc = s.get("description", "")
     kids = "".join(render_widget(models, _ref(c), depth + 1) for c in s.get("children", []))
     if name in ("VBoxModel", "BoxModel", "GridBoxModel", "AccordionModel", "TabModel", "StackModel"):
