@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,3 +160,67 @@ def make_linear():
 def randomize():
     """randomize(model_or_layer, seed=0, std=0.1): non-zero seeded A and B in every LoRA layer."""
     return randomize_lora
+
+
+# ---- helpers shared by the course tests (tests/test_nbNN.py, tests/test_course_common.py) ----------------
+@pytest.fixture(scope="module")
+def base() -> nn.Module:
+    """The shipped pretrained toy on the CPU, shared by one test module (tests must not change it)."""
+    return le.load_pretrained(device="cpu")
+
+
+def random_adapter(model, targets=("q_proj", "v_proj"), r=2, alpha=4, seed=0, scale=0.05) -> le.Adapter:
+    """An Adapter for `model` with seeded random A and B (ΔW ≠ 0) and no training."""
+    g = torch.Generator().manual_seed(seed)
+    m = copy.deepcopy(model)
+    le.add_lora(m, targets, r=r, alpha=alpha)
+    a = le.extract_adapter(m)
+    a.tensors = {n: (torch.randn(A.shape, generator=g) * scale, torch.randn(B.shape, generator=g) * scale)
+                 for n, (A, B) in a.tensors.items()}
+    return a
+
+
+@pytest.fixture(scope="module")
+def random_adapters(base) -> dict:
+    """Three random adapters named after the tasks notebook 06 switches between."""
+    return {name: random_adapter(base, seed=i) for i, name in enumerate(("reverse", "increment", "rotate"))}
+
+
+@pytest.fixture(scope="module")
+def hopper():
+    from lora_edu.course import nb01
+
+    return nb01.MatrixSVD(nb01.grace_hopper(4), "Grace Hopper")
+
+
+def state_of(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def is_figure(x) -> bool:
+    from matplotlib.figure import Figure
+
+    return isinstance(x, Figure)
+
+
+def figure_done(fig) -> None:
+    """A figure with at least one axes; closed afterwards."""
+    assert is_figure(fig) and fig.axes
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def bench_row(config="c", date="2026-01-01", device="cpu", device_name="X", **kw) -> dict:
+    """A results row of benchmarks/peft_bench.py with every measurement NaN except those given."""
+    r = {f: math.nan for f in load_tool("benchmarks/peft_bench.py").FIELDS}
+    r.update(config=config, date=date, device=device, device_name=device_name, **kw)
+    return r

@@ -2,13 +2,16 @@
 
 For every notebook that uses widgets: open it, Run All, check every widget renders (no "Error displaying
 widget", no "model not found"), move a slider and check the output changes, save a screenshot under
-build/screenshots/. Outside CI a missing Chromium skips loudly; in CI (CI=true) it fails.
+build/screenshots/. And the HTML export: the first two notebooks exported in fast mode, opened from disk with
+every network request refused: equations drawn, no raw $…$, widget figures shown, and the next link works.
+Outside CI a missing Chromium skips loudly; in CI (CI=true) it fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -31,6 +34,8 @@ CHROME_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-r
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage"]
 RUN_TIMEOUT_S = 240
+LAB_FLAGS = re.search(r"^LAB_FLAGS\s*:?=\s*(.+)$", (ROOT / "Makefile").read_text(), re.M).group(1) \
+    .replace("$(CURDIR)", str(ROOT)).split()
 
 pytestmark = pytest.mark.browser
 
@@ -71,17 +76,13 @@ def lab():
     work = Path(tempfile.mkdtemp(prefix="lora_edu_lab_"))
     for p in NOTEBOOKS.glob("*.ipynb"):
         shutil.copy(p, work / p.name)
-    settings = work / ".settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, LORA_EDU_FAST="1", OMP_NUM_THREADS="1", JUPYTERLAB_SETTINGS_DIR=str(work / ".settings"),
                JUPYTER_RUNTIME_DIR=str(work / ".runtime"))
     bin_dir = Path(sys.executable).parent
     cmd = [str(bin_dir / "jupyter"), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--ServerApp.open_browser=False",
-           "--LabApp.news_url="]
+           *LAB_FLAGS]  # as `make lab` starts it: the shipped settings turn the news pop-up off
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(work / "lab.log", "w")
@@ -182,6 +183,7 @@ def test_widgets_render_and_respond(lab, browser, path):
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         time.sleep(2)
         _wait_idle(page, RUN_TIMEOUT_S)
+        assert page.get_by_text("notified about official Jupyter news").count() == 0, "the news pop-up is shown"
         text = _outputs_text(page)
         assert "Error displaying widget" not in text, f"{path.name}: a widget failed to render"
         assert "model not found" not in text, f"{path.name}: a widget model was not found"
@@ -212,3 +214,65 @@ def test_widgets_render_and_respond(lab, browser, path):
     finally:
         page.close()
         _delete_sessions(lab["base"], lab["token"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The first two notebooks of the series exported to HTML (fast mode), as `make html` writes them."""
+    _require_browser()
+    sys.path.insert(0, str(ROOT / "tools"))
+    import export_html
+
+    out = tmp_path_factory.mktemp("html")
+    export_html.export(sorted(NOTEBOOKS.glob("*.ipynb"))[:2], out, fast=True)
+    return out
+
+
+def _image_widths(page, selector: str = "img") -> list[int]:
+    return page.evaluate(f"() => Array.from(document.querySelectorAll('{selector}')).map(i => i.naturalWidth)")
+
+
+def test_exported_page_reads_offline(exported):
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    first, second = sorted(exported.glob("[0-9]*.html"))[:2]
+    refused = []
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:")):
+            return r.continue_()
+        refused.append(r.request.url)
+        return r.abort()
+
+    profile = tempfile.mkdtemp(prefix="lora_edu_chromium_")
+    try:
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                        args=CHROME_FLAGS, viewport={"width": 1200, "height": 900})
+            ctx.route("**/*", route)
+            page = ctx.new_page()
+            page.goto(first.as_uri(), wait_until="load")
+            prose = page.evaluate("() => Array.from(document.querySelectorAll('.jp-RenderedMarkdown'))"
+                                  ".map(e => e.innerText).join('\\n')")
+            assert not re.search(r"\$[^$\n]+\$", prose), "raw $…$ left in the text"
+            drawn = page.evaluate("() => Array.from(document.querySelectorAll('math'))"
+                                  ".filter(m => m.getBoundingClientRect().width > 0).length")
+            assert drawn > 0 and drawn == page.locator("math").count(), "equations not drawn as MathML"
+            assert all(w > 0 for w in _image_widths(page)), "an image did not load"
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "export_first_page.png"))
+            page.locator('nav.lora-nav a[rel="next"]').first.click()
+            page.wait_for_load_state("load")
+            assert page.url == second.as_uri(), page.url
+            assert page.locator("h1").first.inner_text().strip(), "the next page has no title"
+            widths = _image_widths(page, ".lora-widget img")  # notebook 01: figures of its widgets
+            assert widths and min(widths) > 0, "widget figures missing on the second page"
+            assert all(w > 0 for w in _image_widths(page)), "an image did not load"
+            page.locator('nav.lora-nav a[rel="index"]').first.click()
+            page.wait_for_load_state("load")
+            assert page.url.endswith("/index.html") and page.locator("ol li a").count() == 2
+            ctx.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert refused == [], f"the pages asked the network for {refused}"

@@ -1,4 +1,4 @@
-"""§7 computations (lora_edu.analysis): adapters as data, φ heatmaps, random control, Table 7 projections."""
+"""Notebook 07's module (lora_edu/course/nb07.py): adapters as data, φ heatmaps, random control, Table 7."""
 
 from __future__ import annotations
 

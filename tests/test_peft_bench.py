@@ -15,16 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lora_edu.course import nb06
-
-from .conftest import ROOT, load_tool
+from .conftest import ROOT, bench_row, finite, load_tool
 
 bench = load_tool("benchmarks/peft_bench.py")
-
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -41,7 +34,7 @@ def _check_common(row: dict, has_peft: bool) -> None:
               "merge_ms_ours", "unmerge_ms_ours", "switch_ms_ours", "train_ms_full", "train_ms_lora",
               "train_state_MiB_full", "train_state_MiB_lora", "merged_over_base", "plain_over_base",
               "unmerged_over_base", "train_lora_over_full", "state_mem_lora_over_full"]:
-        assert _finite(row[k]) and row[k] > 0, (row["config"], k, row[k])
+        assert finite(row[k]) and row[k] > 0, (row["config"], k, row[k])
     # LoRA trains far fewer parameters and holds less state than full fine-tuning
     assert 0 < row["trainable_lora"] < row["trainable_full"]
     assert row["state_mem_lora_over_full"] < 1
@@ -60,7 +53,7 @@ def _check_common(row: dict, has_peft: bool) -> None:
     if has_peft:
         assert row["peft"] and row["peft_adapter_dtype"] == "float32"
         for k in peft_keys:
-            assert _finite(row[k]), (row["config"], k, row[k])
+            assert finite(row[k]), (row["config"], k, row[k])
         if row["dtype"] == "float32":  # same W0, A, B → the same numbers as PEFT
             assert row["maxabs_unmerged_ours_vs_peft"] <= 1e-5
             assert row["maxabs_merged_ours_vs_peft"] <= 1e-5
@@ -145,42 +138,11 @@ def test_ratio_is_median_of_paired_ratios():
     assert bench._safe_div(1.0, 4.0) == 0.25
 
 
-def _row(config="c", date="2026-01-01", device="cpu", device_name="X", **kw):
-    r = {f: math.nan for f in bench.FIELDS}
-    r.update(config=config, date=date, device=device, device_name=device_name, **kw)
-    return r
-
-
-def test_latest_results_picks_newest_and_filters(tmp_path):
-    assert nb06.latest_results(directory=tmp_path) == []
-    bench.write_jsonl([_row("old")], tmp_path / "cpu_2026-01-01.jsonl")
-    bench.write_jsonl([_row("new", "2026-02-01")], tmp_path / "cpu_2026-02-01.jsonl")
-    bench.write_jsonl([_row("gpu", "2026-01-15", device="cuda", device_name="NVIDIA H200")],
-                      tmp_path / "nvidia-h200_2026-01-15.jsonl")
-    (tmp_path / "notes.txt").write_text("not results")
-    assert [r["config"] for r in nb06.latest_results(directory=tmp_path)] == ["new"]
-    assert [r["config"] for r in nb06.latest_results("cpu", directory=tmp_path)] == ["new"]
-    assert [r["config"] for r in nb06.latest_results("cuda", directory=tmp_path)] == ["gpu"]
-    assert [r["config"] for r in nb06.latest_results("H200", directory=tmp_path)] == ["gpu"]
-    assert nb06.latest_results("mps", directory=tmp_path) == []
-    with pytest.raises(TypeError, match="device"):
-        nb06.latest_results(0, directory=tmp_path)
-
-
-def test_committed_results_are_well_formed():
-    """The results shipped in benchmarks/results/ load and carry every field (what notebook 06 plots)."""
-    rows = nb06.latest_results()
-    if not rows:
-        pytest.skip("no committed benchmark results")
-    for r in rows:
-        assert set(bench.FIELDS) <= set(r)
-        assert _finite(r["merged_over_base"]) and r["drift_100_ours_exact"] == 0
-
-
 def test_table_and_targets_text():
-    rows = [_row("toy", merged_over_base=1.004, ours_over_peft_unmerged=0.9, infer_ms_base=1.5, dtype="float32",
+    rows = [bench_row("toy", merged_over_base=1.004, ours_over_peft_unmerged=0.9, infer_ms_base=1.5, dtype="float32",
                  drift_100_ours_exact=0.0),
-            _row("d1024", merged_over_base=1.2, dtype="bfloat16", drift_ours_over_peft=0.02, drift_100_ours_exact=0.0)]
+            bench_row("d1024", merged_over_base=1.2, dtype="bfloat16", drift_ours_over_peft=0.02,
+                      drift_100_ours_exact=0.0)]
     table = bench.format_table(rows)
     assert "toy" in table and "d1024" in table and "1.004" in table
     assert "PEFT merged" not in table  # never measured → not shown
@@ -189,20 +151,3 @@ def test_table_and_targets_text():
     assert "d1024 0.020 ok" in targets
 
 
-def test_plot_results():
-    pytest.importorskip("matplotlib")
-
-    rows = [_row("toy", merged_over_base=1.0, unmerged_over_base=1.1, train_lora_over_full=0.7,
-                 peft="0.21", torch="2.x"),
-            _row("d128", merged_over_base=0.99, unmerged_over_base=1.05, ours_over_peft_unmerged=0.9)]
-    fig = nb06.plot_results(rows)
-    axes = fig.get_axes()
-    assert len(axes) == 3
-    assert len(axes[0].patches) == 2 * 2  # two measured series × two configurations (PEFT ones not measured)
-    assert "PEFT 0.21" in fig._suptitle.get_text()
-    with pytest.raises(ValueError, match="rows"):
-        nb06.plot_results([])
-    with pytest.raises(TypeError, match="rows"):
-        nb06.plot_results("rows")
-    with pytest.raises(ValueError, match="config"):
-        nb06.plot_results([{"merged_over_base": 1.0}])

@@ -1,4 +1,4 @@
-"""The rank lab's callbacks are plain functions: tested at both ends of every control, with bad input."""
+"""Notebook 09's module (the rank lab): callbacks are plain functions, tested at both ends of every control."""
 
 from __future__ import annotations
 

@@ -1,25 +1,17 @@
-"""Widget callbacks tested directly (interact would swallow their exceptions), at both ends of every slider."""
+"""Notebook 01's module: SVD explorers, their figures and widget callbacks at both ends of every slider."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import lora_edu as le
 from lora_edu.course import common, nb00, nb01, nb02
 
-
-def _is_figure(x):
-    from matplotlib.figure import Figure
-
-    return isinstance(x, Figure)
-
-
-@pytest.fixture(scope="module")
-def hopper():
-    return nb01.MatrixSVD(nb01.grace_hopper(4), "Grace Hopper")
+from .conftest import is_figure
 
 
 @pytest.fixture(scope="module")
@@ -34,24 +26,14 @@ def test_grace_hopper_is_grayscale_in_unit_range():
     with pytest.raises(ValueError, match="downsample"):
         nb01.grace_hopper(0)
 
-
-def test_matrix_svd_matches_lowrank_module(hopper):
-    for r in (0, 1, 7, hopper.max_rank):
-        ref = le.low_rank_approx(hopper.W, r)
-        assert torch.allclose(hopper.approx(r), ref, atol=1e-9)
-        assert math.isclose(hopper.predicted_error(r), le.eckart_young_error(hopper.W, r), rel_tol=1e-9,
-                            abs_tol=1e-9)
-
-
 @pytest.mark.parametrize("r", [0, 1, 10, 128])
 def test_image_rank_figure_at_slider_values(hopper, r):
     fig = nb01.low_rank_figure(hopper, r, image=True)
-    assert _is_figure(fig)
+    assert is_figure(fig)
     res = nb01.low_rank_summary(hopper, r)
     # measured error equals the Eckart–Young prediction
     assert math.isclose(res["error"], res["predicted_error"], rel_tol=1e-6, abs_tol=1e-8)
     assert res["stored"] == r * sum(hopper.shape)
-
 
 def test_rank_summary_ends(hopper):
     zero = nb01.low_rank_summary(hopper, 0)
@@ -63,7 +45,6 @@ def test_rank_summary_ends(hopper):
     errs = [nb01.low_rank_summary(hopper, r)["error"] for r in range(0, 20)]
     assert all(a >= b for a, b in zip(errs, errs[1:]))  # more rank, never more error
 
-
 @pytest.mark.parametrize("r", [129, 10_000, -1, 2.5, "3", None, True])
 def test_bad_rank_gives_message_not_exception(hopper, r):
     for result in (nb01.low_rank_summary(hopper, r), nb01.low_rank_figure(hopper, r, image=True)):
@@ -71,23 +52,20 @@ def test_bad_rank_gives_message_not_exception(hopper, r):
     if isinstance(r, int) and not isinstance(r, bool) and r > 128:
         assert "128" in nb01.low_rank_figure(hopper, r)
 
-
 def test_rank_deficient_matrix_note():
     M = nb01.MatrixSVD(torch.ones(5, 4))
     assert M.rank == 1
     res = nb01.low_rank_summary(M, 2)
     assert "rank(W) = 1" in res["note"] and res["error"] < 1e-12
 
-
 @pytest.mark.parametrize("name", ["blocks.0.attn.q_proj", "blocks.1.mlp.up_proj", "lm_head"])
 def test_weight_rank_figure_ends(svds, name):
     m = svds.get(name)
     for r in (0, 1, m.max_rank):
-        assert _is_figure(nb01.weight_rank_figure(svds, name, r))
+        assert is_figure(nb01.weight_rank_figure(svds, name, r))
     msg = nb01.weight_rank_figure(svds, name, m.max_rank + 1)
     assert isinstance(msg, str) and str(m.max_rank) in msg
     assert nb01.weight_rank_summary(svds, name, m.max_rank)["relative_error"] < 1e-10
-
 
 def test_weight_svds_cover_every_linear_and_cache(svds):
     assert set(svds.names) == set(le.linear_names(le.load_pretrained("cpu")))
@@ -96,14 +74,13 @@ def test_weight_svds_cover_every_linear_and_cache(svds):
     msg = nb01.weight_rank_figure(svds, "blocks.9.attn.q_proj", 3)
     assert isinstance(msg, str) and "lm_head" in msg
 
-
 @pytest.mark.parametrize("d,k,r", [(1, 1, 1), (4096, 4096, 1), (4096, 4096, 256), (64, 64, 4), (1, 4096, 1),
                                    (64, 64, 32), (64, 64, 64), (64, 64, 256)])
 def test_param_count_ends(d, k, r):
     res = common.param_count_summary(d, k, r)
     assert res["full"] == d * k and res["lora"] == r * (d + k)
     assert math.isclose(res["ratio"], d * k / (r * (d + k)))
-    assert _is_figure(nb01.param_count_figure(d, k, r))
+    assert is_figure(nb01.param_count_figure(d, k, r))
     if r > min(d, k):
         assert "min(d, k)" in res["note"]
     elif r * (d + k) >= d * k:
@@ -111,37 +88,10 @@ def test_param_count_ends(d, k, r):
     else:
         assert res["note"] == ""
 
-
 @pytest.mark.parametrize("d,k,r", [(64, 64, 0), (0, 64, 4), (64, 0, 4), (64, 64, -3), (64.0, 64, 4)])
 def test_param_count_bad_input_gives_message(d, k, r):
     for result in (common.param_count_summary(d, k, r), nb01.param_count_figure(d, k, r)):
         assert isinstance(result, str) and len(result) > 10
-
-
-@pytest.mark.parametrize("r,alpha", [(1, 0.25), (1, 64.0), (64, 0.25), (64, 64.0), (4, 4.0)])
-def test_scaling_curves_at_slider_ends(r, alpha):
-    res = nb02.scaling_curves(r, alpha, steps=30)
-    assert set(res["curves"]) == {"alpha/r", "alpha", "alpha/sqrt(r)"}
-    for c in res["curves"].values():
-        assert c.shape == (30,)
-    assert math.isclose(res["scaling"]["alpha/r"], alpha / r)
-    assert math.isclose(res["scaling"]["alpha/sqrt(r)"], alpha / math.sqrt(r))
-    assert _is_figure(nb02.scaling_figure(r, alpha, steps=30))
-
-
-def test_scaling_curves_coincide_at_r1_and_cache():
-    res = nb02.scaling_curves(1, 2.0, steps=20)
-    c = res["curves"]
-    assert torch.equal(c["alpha/r"], c["alpha"]) and torch.equal(c["alpha"], c["alpha/sqrt(r)"])
-    assert nb02.scaling_curves(1, 2.0, steps=20)["curves"]["alpha"] is c["alpha"]  # cached
-
-
-@pytest.mark.parametrize("r,alpha", [(0, 4.0), (65, 4.0), (4, 0.0), (4, -1.0), (4, float("nan")), (4, float("inf")),
-                                     (2.5, 4.0)])
-def test_scaling_bad_input_gives_message(r, alpha):
-    assert isinstance(nb02.scaling_curves(r, alpha, steps=10), str)
-    assert isinstance(nb02.scaling_figure(r, alpha, steps=10), str)
-
 
 def test_builders_render_and_respond(hopper):
     pytest.importorskip("ipywidgets")
@@ -151,15 +101,37 @@ def test_builders_render_and_respond(hopper):
     slider.value = 0
     at_zero = out.last_result
     slider.value = slider.max
-    assert slider.max == 128 and _is_figure(first) and _is_figure(at_zero) and out.last_result is not at_zero
+    assert slider.max == 128 and is_figure(first) and is_figure(at_zero) and out.last_result is not at_zero
     wbox = nb01.weight_rank_widget(le.load_pretrained("cpu"), r=8)
     dd, s, wout = wbox.children
     dd.value = "lm_head"
-    assert s.max == 16 and s.value <= 16 and _is_figure(wout.last_result)
+    assert s.max == 16 and s.value <= 16 and is_figure(wout.last_result)
     pbox = nb01.param_count_widget()
     pbox.children[2].value = 0  # r = 0: a message, not an exception
     assert isinstance(pbox.children[3].last_result, str)
     sbox = nb02.scaling_widget(steps=10)
     sbox.children[0].value = 64
-    assert _is_figure(sbox.children[2].last_result)
+    assert is_figure(sbox.children[2].last_result)
     assert nb00.hello_slider().children[1].value == "x = 3, x² = 9"
+
+def test_spectrum_marks_kept_and_dropped():
+    fig, ax = common.figure()
+    s = torch.tensor([4.0, 2.0, 1.0, 0.5])
+    nb01.plot_spectrum(ax, s, r=2)
+    kept = [ln for ln in ax.lines if ln.get_label().startswith("kept")][0]
+    dropped = [ln for ln in ax.lines if ln.get_label() == "dropped"][0]
+    assert np.allclose(kept.get_ydata(), [4.0, 2.0]) and np.allclose(dropped.get_ydata(), [1.0, 0.5])
+    assert ax.get_yscale() == "log"
+
+def test_energy_curve_is_cumulative():
+    fig, ax = common.figure()
+    nb01.plot_energy(ax, torch.tensor([3.0, 1.0]), r=1)
+    y = ax.lines[0].get_ydata()
+    assert np.allclose(y, [0.0, 0.9, 1.0])
+
+def test_show_matrix_symmetric_limits():
+    fig, ax = common.figure()
+    im = nb01.show_matrix(ax, torch.tensor([[-2.0, 1.0], [0.5, 0.0]]))
+    assert im.get_clim() == (-2.0, 2.0)
+    im2 = nb01.show_matrix(ax, torch.tensor([[0.2, 1.0]]))
+    assert im2.get_cmap().name == "gray"

@@ -1,4 +1,4 @@
-"""lora_edu.myths: the experiments of notebook 08 at small sizes (random adapters, few training steps)."""
+"""Notebook 08's module (lora_edu/course/nb08.py): the experiments at small sizes (random adapters, few steps)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import torch
 
 import lora_edu as le
 from lora_edu.course import common, nb08
+
+from .conftest import same_state, state_of
 
 matplotlib.use("Agg")
 
@@ -27,12 +29,8 @@ def adapters(device):
     return [random_adapter(s, device=device) for s in range(3)]
 
 
-def weights(model):
-    return {n: p.detach().clone() for n, p in model.state_dict().items()}
 
 
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ---- claim 3: combining ---------------------------------------------------------------------
@@ -111,11 +109,11 @@ def test_combined_deltas_rejects_bad_input(adapters):
 
 
 def test_merge_sweep_rows_and_base_untouched(pretrained):
-    base_w = weights(pretrained)
+    base_w = state_of(pretrained)
     ads = {t: random_adapter(i, device=next(pretrained.parameters()).device) for i, t in
            enumerate(("reverse", "increment"))}
     rows = nb08.merge_sweep(pretrained, ads, n_examples=16)
-    assert same(weights(pretrained), base_w)
+    assert same_state(state_of(pretrained), base_w)
     assert len(rows) == len(nb08.COMBINE_METHODS) * 2
     for r in rows:
         assert set(r["acc"]) == set(r["tasks"]) and len(r["tasks"]) == r["n"]
@@ -132,12 +130,12 @@ def test_merge_sweep_rows_and_base_untouched(pretrained):
 
 # ---- claim 1 ----------------------------------------------------------------------------------
 def test_merged_equals_unmerged_and_intactness(pretrained, tokens, adapters):
-    base_w = weights(pretrained)
+    base_w = state_of(pretrained)
     res = nb08.merged_vs_unmerged(pretrained, adapters[0], tokens)
     assert res["max_abs"] < 1e-3 * res["max_logit"]
     assert res["w0_intact_unmerged"] and not res["w0_intact_merged"]
     assert res["merged_weight_change"] > 0
-    assert same(weights(pretrained), base_w)
+    assert same_state(state_of(pretrained), base_w)
 
 
 def test_branch_outputs_sum_to_layer_output(pretrained, tokens, adapters):
@@ -175,14 +173,14 @@ def test_exact_strategies_never_drift(pretrained, adapters, strategy, dtype):
 
 
 def test_subtract_drifts_in_bfloat16_and_grows(pretrained, adapters):
-    base_w = weights(pretrained)
+    base_w = state_of(pretrained)
     rows = common.switch_drift(pretrained, adapters, "bfloat16", checkpoints=(1, 50), strategy="subtract",
                               task="copy", n_examples=16)
     assert rows[0]["max_abs"] > 0 and rows[1]["rel_fro"] > rows[0]["rel_fro"]
     assert 0 <= rows[1]["accuracy"] <= 1
     f32 = common.switch_drift(pretrained, adapters, "float32", checkpoints=(1, 50), strategy="subtract")
     assert f32[1]["max_abs"] < rows[1]["max_abs"] / 100  # float32 drift is orders of magnitude smaller
-    assert same(weights(pretrained), base_w)
+    assert same_state(state_of(pretrained), base_w)
 
 
 def test_switch_drift_rejects_bad_input(pretrained, adapters):
@@ -243,9 +241,9 @@ def test_bias_correction_returns_on_removal(pretrained):
     before = nb08.skew_report(biased, n_examples=64)
     assert before["skew"] > 0.5
     fix, _ = nb08.train_adapter(biased, "copy", 40, n_examples=32)
-    w = weights(biased)
+    w = state_of(biased)
     rows = nb08.bias_table(biased, {"none": [], "fix": [fix], "none again": []}, n_examples=64)
-    assert same(weights(biased), w)
+    assert same_state(state_of(biased), w)
     assert rows[1]["skew"] < before["skew"]
     assert rows[2]["skew"] == rows[0]["skew"] == before["skew"]
 
@@ -286,13 +284,13 @@ def test_plots_draw(pretrained, tokens, adapters):
 
 
 def test_apply_deltas_checks_everything_first(pretrained):
-    w = weights(pretrained)
+    w = state_of(pretrained)
     good = torch.ones(64, 64, dtype=torch.float64)
     with pytest.raises(ValueError, match="deltas"):
         nb08.apply_deltas(pretrained, {NAMES[0]: good, "blocks.0.attn.k_proj": torch.ones(3, 3)})
     with pytest.raises(ValueError, match="deltas"):
         nb08.apply_deltas(pretrained, {NAMES[0]: good, "nope": good})
-    assert same(weights(pretrained), w)  # the valid first entry was not applied either
+    assert same_state(state_of(pretrained), w)  # the valid first entry was not applied either
     nb08.apply_deltas(pretrained, {NAMES[0]: good})
     nb08.apply_deltas(pretrained, {NAMES[0]: good}, sign=-1.0)
     torch.testing.assert_close(pretrained.get_submodule(NAMES[0]).weight, w[NAMES[0] + ".weight"], atol=1e-6,
@@ -300,7 +298,7 @@ def test_apply_deltas_checks_everything_first(pretrained):
 
 
 def test_bias_helpers_reject_bad_input(pretrained):
-    w = weights(pretrained)
+    w = state_of(pretrained)
     with pytest.raises(TypeError, match="configs"):
         nb08.bias_table(pretrained, [("a", [])])
     with pytest.raises(TypeError, match="configs"):
@@ -309,14 +307,14 @@ def test_bias_helpers_reject_bad_input(pretrained):
         nb08.skew_report(pretrained, n_examples=0)
     with pytest.raises(ValueError, match="digits"):
         nb08.skew_report(pretrained, digits=(3, -1))
-    assert same(weights(pretrained), w)
+    assert same_state(state_of(pretrained), w)
 
 
 def test_train_helpers_leave_base_untouched(pretrained):
-    w = weights(pretrained)
+    w = state_of(pretrained)
     adapter, acc = nb08.train_adapter(pretrained, "increment", 3, n_examples=8)
     model, facc = nb08.full_finetune(pretrained, "increment", 3, n_examples=8)
-    assert same(weights(pretrained), w)
+    assert same_state(state_of(pretrained), w)
     assert set(adapter.tensors) == set(NAMES) and 0 <= acc <= 1 and 0 <= facc <= 1
     assert not any(p.requires_grad for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), w.values()))
@@ -329,9 +327,9 @@ def test_train_helpers_leave_base_untouched(pretrained):
 def test_correction_sweep_endpoints(pretrained):
     biased = nb08.make_biased_model(pretrained, steps=40, lr=3e-3)
     fix, _ = nb08.train_adapter(biased, "copy", 40, n_examples=32)
-    w = weights(biased)
+    w = state_of(biased)
     rows = nb08.correction_sweep(biased, fix, weights=(0.0, 1.0), n_examples=64)
-    assert same(weights(biased), w)
+    assert same_state(state_of(biased), w)
     assert [r["weight"] for r in rows] == [0.0, 1.0]
     assert rows[0]["skew"] == nb08.skew_report(biased, n_examples=64)["skew"]  # w = 0 is the biased model
     assert rows[1]["skew"] < rows[0]["skew"]
