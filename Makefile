@@ -11,7 +11,7 @@ DEV     := $(VENV)/.installed-dev
 # JupyterLab reads jupyter/lab-settings/overrides.json: no "get notified about Jupyter news?" pop-up
 LAB_FLAGS := --LabApp.app_settings_dir=$(CURDIR)/jupyter/lab-settings
 
-.PHONY: setup setup-dev lab test lint html student solutions bench times pretrain gpu-check wheel clean
+.PHONY: setup setup-dev lab test fuzz lint html student solutions bench times pretrain gpu-check wheel clean
 
 $(BASE): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: $(DEV)  ## lint + the whole test suite (notebooks in fast mode included)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 -m "not browser"
 	$(BIN)/python -m pytest -m browser
+
+fuzz: $(DEV)  ## the adapter-loader mutation fuzz at 10,000 cases (make test runs 1,000)
+	LORA_EDU_FUZZ_CASES=10000 $(BIN)/python -m pytest -n 2 -s tests/test_fuzz_loader.py
 
 lint: $(DEV)
 	$(BIN)/ruff check .

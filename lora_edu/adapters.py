@@ -372,30 +372,36 @@ def load_adapter(model: nn.Module, adapter) -> list[str]:
         adapter = Adapter.load(adapter)
     _check_adapter(adapter)
     layers = lora_layers(model)
-    if not layers:
-        _check_plain_targets(model, adapter)
+    if not layers:  # a plain model: LoRA layers with the adapter's config are added once everything is checked
+        like = {n: m.weight for n, m in _check_plain_targets(model, adapter).items()}
         if sorted(_layers_for_targets(model, adapter.targets)) != sorted(adapter.tensors):
             raise ValueError("adapter layers do not match the layers its targets select in this model")
-        add_lora(model, adapter.targets, adapter.r, adapter.alpha, rslora=adapter.rslora)
-        layers = lora_layers(model)
-    if set(layers) != set(adapter.tensors):
+    elif set(layers) != set(adapter.tensors):
         raise ValueError(f"adapter layers {sorted(adapter.tensors)} do not match the model's LoRA "
                          f"layers {sorted(layers)}")
-    for n, m in layers.items():
-        A, B = adapter.tensors[n]
-        if m.merged:
-            raise RuntimeError(f"LoRA layer {n!r} is merged; unmerge before loading another adapter")
-        if A.shape != m.A.shape or B.shape != m.B.shape:
-            raise ValueError(f"adapter shapes for {n!r} (A {tuple(A.shape)}, B {tuple(B.shape)}) do not "
-                             f"match the layer (A {tuple(m.A.shape)}, B {tuple(m.B.shape)})")
-        if (m.alpha, m.rslora) != (float(adapter.alpha), adapter.rslora):
-            raise ValueError(f"layer {n!r} has alpha={m.alpha}, rslora={m.rslora}; adapter has "
-                             f"alpha={adapter.alpha}, rslora={adapter.rslora}")
-    with torch.no_grad():
+    else:
         for n, m in layers.items():
             A, B = adapter.tensors[n]
-            m.A.copy_(A)
-            m.B.copy_(B)
+            if m.merged:
+                raise RuntimeError(f"LoRA layer {n!r} is merged; unmerge before loading another adapter")
+            if A.shape != m.A.shape or B.shape != m.B.shape:
+                raise ValueError(f"adapter shapes for {n!r} (A {tuple(A.shape)}, B {tuple(B.shape)}) do not "
+                                 f"match the layer (A {tuple(m.A.shape)}, B {tuple(m.B.shape)})")
+            if (m.alpha, m.rslora) != (float(adapter.alpha), adapter.rslora):
+                raise ValueError(f"layer {n!r} has alpha={m.alpha}, rslora={m.rslora}; adapter has "
+                                 f"alpha={adapter.alpha}, rslora={adapter.rslora}")
+        like = {n: m.A for n, m in layers.items()}
+    new = {n: tuple(t.to(like[n]) for t in adapter.tensors[n]) for n in like}  # the layers' dtype and device
+    for n, pair in new.items():
+        if not all(torch.isfinite(t).all() for t in pair):
+            raise ValueError(f"adapter values for {n!r} overflow the layer's dtype {like[n].dtype} (model untouched)")
+    if not layers:
+        add_lora(model, adapter.targets, adapter.r, adapter.alpha, rslora=adapter.rslora)
+        layers = lora_layers(model)
+    with torch.no_grad():
+        for n, m in layers.items():
+            m.A.copy_(new[n][0])
+            m.B.copy_(new[n][1])
     return list(layers)
 
 
