@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 
-from .inject import _matches
-
 __all__ = ["PREFIX", "is_peft_config", "to_peft", "peft_layers", "from_peft"]
 
 PREFIX = "base_model.model."
@@ -105,9 +103,10 @@ def from_peft(cfg: dict, flat: dict) -> dict:
     tm = cfg.get("target_modules")
     narrowed = any(cfg.get(k) not in (None, [], "") for k in ("layers_to_transform", "layers_pattern",
                                                               "exclude_modules"))
-    if narrowed or not isinstance(tm, list) or not all(isinstance(t, str) and t for t in tm) \
-            or {t for t in tm for n in layers if _matches(n, t)} != set(tm) \
-            or not all(any(_matches(n, t) for t in tm) for n in layers):
+    # PEFT (like add_lora) selects a module whose name equals an entry or ends with "." + entry
+    plain = isinstance(tm, list) and tm and all(isinstance(t, str) and t for t in tm)
+    hits = [(n, t) for n in layers for t in tm if n == t or n.endswith("." + t)] if plain else []
+    if narrowed or not plain or {t for _, t in hits} != set(tm) or {n for n, _ in hits} != set(layers):
         tm = layers  # select exactly the stored layers
     tensors = {n: (flat[f"{PREFIX}{n}.lora_A.weight"], flat[f"{PREFIX}{n}.lora_B.weight"]) for n in layers}
     return {"r": cfg.get("r", 8), "alpha": cfg.get("lora_alpha", 8), "targets": tuple(sorted(set(tm))),

@@ -76,6 +76,8 @@ def test_peft_defaults_are_used_for_missing_fields():
     {"layers_to_transform": [0, 1]},
     {"exclude_modules": ["k_proj"]},
     {"target_modules": ["q_proj"]},  # does not select every stored layer
+    {"target_modules": ["q_proj", "v_proj", "k_proj"]},  # k_proj selects no stored layer
+    {"target_modules": ["q_proj", 3]},
 ])
 def test_targets_are_exact_layer_names_unless_a_plain_list_selects_them(changes):
     kw = from_peft(peft_config(**changes), to_peft(make_adapter())[1])

@@ -164,6 +164,13 @@ def notebook08_delta(adapters: list, method: str) -> dict:
     raise ValueError(f"method must be 'cat', 'linear' or 'svd', got {method!r}")
 
 
+def cross_over_own(adapters: dict) -> float:
+    """Notebook 08's measure of 'linear': ‖Σ cross terms sᵢBᵢAⱼ (i ≠ j)‖ / ‖Σ own terms sᵢBᵢAᵢ‖ over all layers."""
+    from . import nb08
+
+    return nb08.cross_terms(list(adapters.values()))["cross_over_own"]
+
+
 def combination_rows(model: nn.Module, adapters: dict, methods=("cat", "linear", "svd"), pretrain: str = "copy",
                      eval_examples: int = 256) -> list[dict]:
     """For each PEFT combination of all the adapters ({task: Adapter}, already loaded into `model` under their task
