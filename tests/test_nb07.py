@@ -151,6 +151,23 @@ def test_figures(adapters):
         nb07.similarity_heatmaps({})
 
 
+def test_heatmaps_minus_chance_show_overlap_beyond_random():
+    """With k, each cell is φ − max(i, j)/k, so a random control sits at ≈ 0 (chance) instead of rising with j."""
+    g = torch.full((2, 3), 0.5)
+    fig = nb07.similarity_heatmaps({"g": g}, k=4)
+    shown = fig.axes[0].images[0].get_array()
+    expected = [[0.5 - 1 / 4, 0.5 - 2 / 4, 0.5 - 3 / 4], [0.5 - 2 / 4, 0.5 - 2 / 4, 0.5 - 3 / 4]]
+    assert torch.allclose(torch.tensor(shown.tolist()), torch.tensor(expected))
+    assert fig.axes[1].get_ylabel() == "φ(i, j) − max(i, j)/4"
+    rand = nb07.random_control_grid((64, 64), (64, 64), seed=0)
+    centred = nb07.similarity_heatmaps({"random": rand}, k=64).axes[0].images[0].get_array()
+    assert abs(float(centred.mean())) < 0.05  # a random control sits at chance: ≈ 0 everywhere
+    with pytest.raises(ValueError, match="ℝ\\^4"):
+        nb07.similarity_heatmaps({"too big": torch.zeros(2, 5)}, k=4)
+    with pytest.raises(TypeError, match="k"):
+        nb07.similarity_heatmaps({"g": g}, k=4.0)
+
+
 def test_cpu_threads_sets_and_restores():
     before = torch.get_num_threads()
     with common.cpu_threads(2, "cpu"):

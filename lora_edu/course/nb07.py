@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..inject import lora_layers
@@ -153,22 +154,33 @@ def _grid(x):
     return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
 
 
-def similarity_heatmaps(grids: dict, suptitle: str | None = None, width_per_panel: float = 3.6):
-    """One heatmap per {title: φ grid (i × j)} — rows i, columns j, colour 0…1 (paper Figures 3 and 4)."""
+def similarity_heatmaps(grids: dict, suptitle: str | None = None, width_per_panel: float = 3.6,
+                        k: int | None = None):
+    """One heatmap per {title: φ grid (i × j)} — rows i, columns j (paper Figures 3 and 4).
+
+    Colour is φ on 0…1; with `k` (the dimension the subspaces live in) it is φ − max(i, j)/k instead, the overlap
+    *beyond chance* (random subspaces give max(i, j)/k on average, which is far from 0 when k is small).
+    """
     if not grids:
         raise ValueError("grids must contain at least one {title: grid}")
+    if k is not None:
+        check_int(k, "k", 1)
     n = len(grids)
     fig = figure(width=width_per_panel * n + 0.8, height=3.4, axes=False)
     axes = fig.subplots(1, n, squeeze=False)[0]
     im = None
     for ax, (title, g) in zip(axes, grids.items()):
         g = _grid(g)
-        im = ax.imshow(g, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest",
-                       extent=(0.5, g.shape[1] + 0.5, g.shape[0] + 0.5, 0.5))
+        if k is not None:
+            if max(g.shape) > k:
+                raise ValueError(f"a grid of shape {g.shape} cannot come from subspaces of ℝ^{k}")
+            g = g - np.maximum.outer(np.arange(1, g.shape[0] + 1), np.arange(1, g.shape[1] + 1)) / k
+        im = ax.imshow(g, vmin=-1 if k else 0, vmax=1, cmap="RdBu_r" if k else "viridis", aspect="auto",
+                       interpolation="nearest", extent=(0.5, g.shape[1] + 0.5, g.shape[0] + 0.5, 0.5))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("j")
         ax.set_ylabel("i")
-    fig.colorbar(im, ax=list(axes), shrink=0.9, label="φ(i, j)")
+    fig.colorbar(im, ax=list(axes), shrink=0.9, label=f"φ(i, j) − max(i, j)/{k}" if k else "φ(i, j)")
     if suptitle:
         fig.suptitle(suptitle)
     return fig
