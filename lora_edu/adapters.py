@@ -42,13 +42,6 @@ _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16
 _NAME = re.compile(r"[^.\s]+(\.[^.\s]+)*")  # a module path: non-empty parts, no spaces
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    for k, v in _DTYPES.items():
-        if v == dtype:
-            return k
-    raise ValueError(f"dtype {dtype} is not a supported adapter dtype ({list(_DTYPES)})")
-
-
 def _as_path(path, name: str = "directory") -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
@@ -68,11 +61,8 @@ def write_atomic(directory, files: dict[str, bytes], overwrite: bool = False) ->
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
     for name in files:
-        target = directory / name
-        if os.path.lexists(target) and not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-        if target.is_dir() and not target.is_symlink():
-            raise ValueError(f"{target} is a directory, not a file we can replace")
+        if os.path.lexists(directory / name) and not overwrite:
+            raise FileExistsError(f"{directory / name} exists; pass overwrite=True to replace it")
     fresh = not os.path.lexists(directory)
     parent = directory.parent if fresh else directory
     parent.mkdir(parents=True, exist_ok=True)
@@ -108,16 +98,14 @@ def read_bounded(path: Path, limit: int) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{path.name} is not a regular file")
-        if st.st_size > limit:
-            raise ValueError(f"{path.name} is {st.st_size:,} bytes, more than the {limit:,} allowed")
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
+            data = f.read(limit + 1) if st.st_size <= limit else b""
     except OSError as e:
         raise ValueError(f"{path.name} could not be read: {e}") from e
     finally:
         os.close(fd)
-    if len(data) > limit:
-        raise ValueError(f"{path.name} grew beyond the {limit:,} bytes allowed while being read")
+    if len(data) > limit or st.st_size > limit:
+        raise ValueError(f"{path.name} is over the {limit:,} bytes allowed")
     return data
 
 
@@ -257,7 +245,7 @@ class Adapter:
     def config_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "r": self.r, "alpha": self.alpha,
                 "targets": list(self.targets), "rslora": self.rslora,
-                "dtype": _dtype_name(self.dtype), "layers": sorted(self.tensors)}
+                "dtype": {v: k for k, v in _DTYPES.items()}[self.dtype], "layers": sorted(self.tensors)}
 
     def save(self, directory, overwrite: bool = False, format: str = "lora_edu") -> Path:
         """Write adapter_model.safetensors + adapter_config.json into `directory` (created if needed), atomically.

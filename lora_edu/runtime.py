@@ -16,15 +16,9 @@ __all__ = ["get_device", "seed_everything", "fast_mode", "pick", "check_number",
 _DEVICES = ("cpu", "cuda", "mps")
 
 
-class _Brief(reprlib.Repr):
-    """repr for error messages: short, shallow, and never failing (a 5,000-digit int, a list nested 10⁴ deep)."""
-
-    def repr_int(self, x, level):
-        return repr(x) if x.bit_length() < 128 else f"<int of {x.bit_length()} bits>"
-
-
-_brief = _Brief()
+_brief = reprlib.Repr()  # repr for messages: short, shallow, never failing (a 5,000-digit int, lists 10⁴ deep)
 _brief.maxstring = _brief.maxother = 60
+_brief.repr_int = lambda x, level: repr(x) if x.bit_length() < 128 else f"<int of {x.bit_length()} bits>"
 brief = _brief.repr
 
 
