@@ -82,3 +82,18 @@ def test_each_notebook_has_its_module_and_uses_no_other(path):
     used = set(re.findall(r"\bnb(\d\d)\b", code))
     assert used <= {nn}, f"{path.name} uses the modules of notebooks {sorted(used - {nn})}"
     assert not re.search(r"\._[A-Za-z]", re.sub(r"\.__\w+__", "", code)), f"{path.name} reads a private attribute"
+
+
+FACTORIES = {"randn", "rand", "zeros", "ones", "full", "arange", "empty", "tensor", "eye", "randint", "linspace",
+             "logspace", "randperm"}
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "course").glob("*.py")), ids=lambda p: p.name)
+def test_course_tensors_name_their_device(path):
+    """Device plumbing, checked on a CPU-only machine: every tensor the course code creates says where it lives —
+    the model's device for what meets the model, "cpu" for seeded draws and statistics — so nothing silently lands
+    on the default device and meets a CUDA model later."""
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in FACTORIES \
+                and isinstance(n.func.value, ast.Name) and n.func.value.id == "torch":
+            assert "device" in {k.arg for k in n.keywords}, f"{path.name}:{n.lineno}: {ast.unparse(n)} has no device="

@@ -459,7 +459,7 @@ def random_gaussian_like(M, seed: int = 0) -> torch.Tensor:
     """A matrix of the same shape with i.i.d. N(0, 1) entries (the paper's control in Figure 4)."""
     M = as_matrix(M, "M")
     g = torch.Generator().manual_seed(check_int(seed, "seed", 0))
-    return torch.randn(tuple(M.shape), generator=g, dtype=torch.float64)
+    return torch.randn(tuple(M.shape), generator=g, dtype=torch.float64, device="cpu")
 
 
 def projection_norms(W, delta_W, r: int, seed: int = 0) -> dict:

@@ -21,9 +21,9 @@ def planted_update(d: int = 64, k: int = 64, rank: int = 4, seed: int = 0, top: 
     if rank > min(d, k):
         raise ValueError(f"rank must be ≤ min(d, k) = {min(d, k)}, got {rank}")
     g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(d, rank, generator=g))
-    V, _ = torch.linalg.qr(torch.randn(k, rank, generator=g))
-    s = torch.linspace(top, bottom, rank)
+    U, _ = torch.linalg.qr(torch.randn(d, rank, generator=g, device="cpu"))
+    V, _ = torch.linalg.qr(torch.randn(k, rank, generator=g, device="cpu"))
+    s = torch.linspace(top, bottom, rank, device="cpu")
     return ((U * s) @ V.T).to(device)
 
 
@@ -47,7 +47,7 @@ def _loss(E, nrm, batch, gx):
     exact = E.pow(2).sum((1, 2)) / nrm
     if not batch:
         return exact, exact
-    X = torch.randn(E.shape[2], batch, generator=gx).to(E.device)
+    X = torch.randn(E.shape[2], batch, generator=gx, device="cpu").to(E.device)
     return exact, (E @ X).pow(2).sum((1, 2)) / (batch * nrm)
 
 
@@ -73,15 +73,15 @@ def fit_lora(target: torch.Tensor, r: int, lrs, steps: int, scaling, seed: int =
     n = lr.numel()
     g = torch.Generator().manual_seed(seed)
     if init == "gaussian":
-        A0 = torch.randn(r, k, generator=g) / math.sqrt(k)
+        A0 = torch.randn(r, k, generator=g, device="cpu") / math.sqrt(k)
     else:  # kaiming-uniform with a=√5, as nn.Linear / loralib / PEFT: U(−1/√k, 1/√k)
-        A0 = (torch.rand(r, k, generator=g) * 2 - 1) / math.sqrt(k)
+        A0 = (torch.rand(r, k, generator=g, device="cpu") * 2 - 1) / math.sqrt(k)
     A = A0.to(dev).expand(n, r, k).clone().requires_grad_()
     B = torch.zeros(n, d, r, device=dev, requires_grad=True)
     state = [(torch.zeros_like(A), torch.zeros_like(A)), (torch.zeros_like(B), torch.zeros_like(B))]
     nrm = target.pow(2).sum()
     gx = torch.Generator().manual_seed(seed + 1)
-    out = torch.empty(n, steps)
+    out = torch.empty(n, steps, device="cpu")
     lr = lr.view(n, 1, 1)
     scaling = _scalings(scaling, n, dev)
     for t in range(1, steps + 1):
@@ -106,7 +106,7 @@ def fit_full(target: torch.Tensor, lrs, steps: int, seed: int = 0, batch: int | 
     state = [(torch.zeros_like(D), torch.zeros_like(D))]
     nrm = target.pow(2).sum()
     gx = torch.Generator().manual_seed(seed + 1)
-    out = torch.empty(n, steps)
+    out = torch.empty(n, steps, device="cpu")
     lr = lr.view(n, 1, 1)
     for t in range(1, steps + 1):
         exact, loss = _loss(D - target, nrm, batch, gx)

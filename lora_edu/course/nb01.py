@@ -88,7 +88,8 @@ class MatrixSVD:
         s2 = self.S**2
         self.total_energy = float(s2.sum())
         self.norm = math.sqrt(self.total_energy)
-        self._tail = torch.cat([s2.flip(0).cumsum(0).flip(0), torch.zeros(1, dtype=s2.dtype)])  # Σ_{i≥r} σᵢ²
+        tail = s2.flip(0).cumsum(0).flip(0)
+        self._tail = torch.cat([tail, torch.zeros(1, dtype=s2.dtype, device=s2.device)])  # Σ_{i≥r} σᵢ²
         tol = max(self.W.shape) * torch.finfo(torch.float64).eps * float(self.S[0]) if len(self.S) else 0.0
         self.rank = int((self.S > tol).sum())
 

@@ -31,7 +31,7 @@ def lr_sweep(target: torch.Tensor, ranks, lrs, steps: int, scheme: str = "alpha/
     """
     lrs = list(lrs)
     ranks = [check_int(r, "ranks") for r in ranks]
-    final = torch.empty(len(ranks), len(lrs))
+    final = torch.empty(len(ranks), len(lrs), device="cpu")
     for i, r in enumerate(ranks):
         res = fit_lora(target, r, lrs, steps, scaling_for(scheme, alpha, r), seed=seed, batch=batch)
         tail = res["loss"][:, -min(last, steps):]

@@ -106,8 +106,8 @@ def random_control_grid(shape1, shape2, max_i: int | None = None, max_j: int | N
     """φ between two independent random Gaussian matrices of the given shapes (r×k): what 'no shared
     structure' looks like. On average φ(i, j) ≈ max(i, j) / k (see `random_phi_expected`)."""
     g = torch.Generator().manual_seed(check_int(seed, "seed", 0))
-    G1 = torch.randn(tuple(shape1), generator=g, dtype=torch.float64)
-    G2 = torch.randn(tuple(shape2), generator=g, dtype=torch.float64)
+    G1 = torch.randn(tuple(shape1), generator=g, dtype=torch.float64, device="cpu")
+    G2 = torch.randn(tuple(shape2), generator=g, dtype=torch.float64, device="cpu")
     return subspace_similarity_grid(G1, G2, max_i, max_j)
 
 
@@ -127,7 +127,7 @@ def random_orthonormal(n: int, r: int, seed: int = 0) -> torch.Tensor:
     if r > n:
         raise ValueError(f"r must be ≤ n = {n}, got {r}")
     g = torch.Generator().manual_seed(check_int(seed, "seed", 0))
-    Q, _ = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))
+    Q, _ = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64, device="cpu"))
     return Q
 
 

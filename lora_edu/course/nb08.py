@@ -246,7 +246,7 @@ def cross_terms(adapters) -> dict:
     adapters = adapter_list(adapters)
     names = list(adapters[0].tensors)
     n = len(adapters)
-    norms = torch.zeros(n, n, dtype=torch.float64)
+    norms = torch.zeros(n, n, dtype=torch.float64, device="cpu")
     own = {name: 0 for name in names}
     cross = {name: 0 for name in names}
     for i, ai in enumerate(adapters):

@@ -70,8 +70,8 @@ class Run:
 
     def effective_ranks(self, fraction: float = 0.9) -> dict[str, int]:
         """{layer: number of singular directions of ΔW holding `fraction` of ‖ΔW‖_F²} (0 if ΔW is 0 or diverged)."""
-        effective_rank(torch.zeros(1), fraction)  # checks fraction, even with no spectra
-        return {name: effective_rank(torch.tensor(sv, dtype=torch.float64), fraction) if sv else 0
+        effective_rank(torch.zeros(1, device="cpu"), fraction)  # checks fraction, even with no spectra
+        return {name: effective_rank(torch.tensor(sv, dtype=torch.float64, device="cpu"), fraction) if sv else 0
                 for name, sv in self.spectra.items()}
 
     def row(self) -> dict:
