@@ -21,12 +21,13 @@ def all_notebooks() -> list[Path]:
 
 
 def execute(path: Path, timeout: int = 300, store_widget_state: bool = True):
-    """Run a notebook top to bottom in fast mode with its own folder as cwd; returns the executed notebook."""
+    """Run a notebook top to bottom in fast mode, solutions included, with its own folder as cwd; returns it."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    env_before = os.environ.get("LORA_EDU_FAST")
-    os.environ["LORA_EDU_FAST"] = "1"
+    # fast mode, and every %%solution cell runs (Run All hides them from learners): each solution is tested once
+    env_before = {k: os.environ.get(k) for k in ("LORA_EDU_FAST", "LORA_EDU_SOLUTIONS")}
+    os.environ.update(LORA_EDU_FAST="1", LORA_EDU_SOLUTIONS="1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # kernels run two at a time on a 2-core CI machine
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     try:
@@ -35,10 +36,11 @@ def execute(path: Path, timeout: int = 300, store_widget_state: bool = True):
                                 resources={"metadata": {"path": str(path.parent)}})
         client.execute()
     finally:
-        if env_before is None:
-            os.environ.pop("LORA_EDU_FAST", None)
-        else:
-            os.environ["LORA_EDU_FAST"] = env_before
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return nb
 
 

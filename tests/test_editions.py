@@ -42,7 +42,7 @@ def test_solutions_edition_is_built_from_the_main_notebooks(tmp_path):
         src = nbformat.read(path, as_version=4)
         out = tmp_path / f"{path.stem}_solutions.ipynb"
         sol = nbformat.read(out, as_version=4)
-        want = [c.source for c in src.cells if "solution" in _tags(c)]
+        want = [solutions_tool.solution_code(c.source) for c in src.cells if "solution" in _tags(c)]
         assert [c.source for c in sol.cells if "solution" in _tags(c)] == want and want
         assert not any("exercise" in _tags(c) for c in sol.cells)
     assert not (NOTEBOOKS / "solutions").exists() or not subprocess.run(

@@ -25,6 +25,12 @@ def _tags(cell) -> list[str]:
     return cell.get("metadata", {}).get("tags", [])
 
 
+def solution_code(source: str) -> str:
+    """A solution cell's code without its first line `%%solution nbNN.exK` (which hides it on Run All)."""
+    first, _, rest = source.partition("\n")
+    return rest if first.startswith("%%solution") else source
+
+
 def solutions_notebook(nb, name: str):
     """The solutions notebook built from a main notebook, or None if it has no solution cells."""
     if not any("solution" in _tags(c) for c in nb.cells):
@@ -44,6 +50,8 @@ def solutions_notebook(nb, name: str):
         c = copy.deepcopy(c)
         if c.cell_type == "code":
             c.outputs, c.execution_count = [], None
+            if "solution" in _tags(c):
+                c.source = solution_code(c.source)
             c.metadata.get("jupyter", {}).pop("source_hidden", None)
             if not c.metadata.get("jupyter"):
                 c.metadata.pop("jupyter", None)

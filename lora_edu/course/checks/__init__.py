@@ -1,5 +1,13 @@
-"""Self-checks for the exercises: one module per notebook (nb01, nb02, …), one function per exercise.
+"""Self-checks for the exercises: one module per notebook (nb00, nb01, …), one function per exercise.
 
-Each check takes the learner's answer, prints what is right or precisely what is wrong, and returns
-True/False. It never raises on a wrong answer, so a learner's cell always finishes.
+Every check follows one protocol (see `feedback`): unanswered → what to do; wrong → the likely mistake, never the
+answer; `checks.nbNN.hint(k)` → more help, one hint at a time; it never raises, whatever it is given. Importing this
+package inside IPython registers the `%%solution` cell magic: solution cells stay hidden on Run All until
+`checks.show_solutions()` is called.
 """
+
+from .feedback import register_solution_magic, show_solutions
+
+__all__ = ["show_solutions"]
+
+register_solution_magic()

@@ -1,10 +1,30 @@
-"""Self-checks for notebook 09 (the rank lab). Each prints what is right or what is wrong; never raises."""
+"""Self-checks for notebook 09 (the rank lab). Protocol: see `feedback` — they never raise."""
 
 from __future__ import annotations
 
-from .feedback import fail, not_answered, ok
+import functools
+import math
 
-__all__ = ["ex1", "ex2", "ex3", "EX1_TARGETS", "EX1_R", "EX3_CANDIDATES", "EX3_THRESHOLD", "EX3_SETTINGS"]
+import torch
+
+from .feedback import Exercises, fail, judge_prediction, not_answered, ok, read_number, short
+
+__all__ = ["ex1", "ex2", "ex3", "hint", "EX1_TARGETS", "EX1_R", "EX3_CANDIDATES", "EX3_THRESHOLD", "EX3_SETTINGS"]
+
+EX = Exercises("nb09", hints={
+    1: ["Each adapted d×k matrix adds B (d×r) and A (r×k): r·(d + k) numbers.",
+        "q_proj and v_proj are 64×64, but up_proj maps 64 inputs to 256 outputs.",
+        "Add the three matrices' counts for one block, then multiply by the number of blocks (2)."],
+    2: ["At step 0, B = 0. What gradient does A get while B = 0? So which factor moves in the first step?",
+        "Adam's first step moves each parameter by lr · g/|g|: exactly lr in the direction against its gradient, "
+        "whatever the gradient's size.",
+        "After one step ΔW = (α/r)·B·A with B = −lr·sign(…) and A unchanged. Compare α·lr for the two runs."],
+    3: ["Train one run per candidate r with exactly the settings in checks.nb09.EX3_SETTINGS.",
+        "lab.run_training(r=r, **checks.nb09.EX3_SETTINGS) does it without clicking; the lab's table lists the "
+        "final accuracy of each run.",
+        "The answer is the smallest candidate whose final accuracy is at least EX3_THRESHOLD in *your* lab."],
+})
+hint = EX.hint
 
 # shapes of the toy model's matrices (d_out, k_in) and its number of blocks
 _SHAPES = {"q_proj": (64, 64), "k_proj": (64, 64), "v_proj": (64, 64), "o_proj": (64, 64),
@@ -15,52 +35,89 @@ EX1_TARGETS = ("q_proj", "v_proj", "up_proj")
 EX1_R = 8
 
 
+@EX.check(1)
 def ex1(answer, targets=EX1_TARGETS, r: int = EX1_R) -> bool:
     """Trainable parameters of a LoRA run on `targets` at rank r (all blocks of the toy model)."""
     if answer is None:
-        return not_answered("each adapted d×k matrix adds B (d×r) and A (r×k): r·(d + k) numbers; the toy model "
-                            f"has {_N_BLOCKS} blocks, and up_proj is 256×64.")
-    try:
-        a = int(answer)
-        if a != answer:
-            raise ValueError
-    except Exception:  # noqa: BLE001
-        return fail(f"give a whole number, got {answer!r}.")
+        return not_answered(f"give the number of trainable parameters (a whole number) of a run with LoRA on "
+                            f"{', '.join(targets)} at r = {r}.")
+    a, problem = read_number(answer, whole=True)
+    if problem:
+        return fail(problem)
     per_block = sum(r * sum(_SHAPES[t]) for t in targets)
     want = _N_BLOCKS * per_block
     if a == want:
         terms = " + ".join(f"{r}·({_SHAPES[t][0]}+{_SHAPES[t][1]})" for t in targets)
         return ok(f"{want:,} = {_N_BLOCKS} blocks × ({terms}). The rank lab's table shows the same count.")
     if a == per_block:
-        return fail(f"{a:,} is one block; the toy model has {_N_BLOCKS} blocks and every block gets its own A and B.")
+        return fail("that is one block; every block gets its own A and B.")
     if a == _N_BLOCKS * sum(r * 128 for _ in targets):
-        return fail("up_proj is not 64×64: it maps 64 → 256, so its LoRA pair has r·(256 + 64) numbers.")
+        return fail("up_proj is not 64×64: it maps 64 inputs to 256 outputs.")
     if a == _N_BLOCKS * sum(_SHAPES[t][0] * _SHAPES[t][1] for t in targets):
         return fail("that is the size of the full matrices (what full fine-tuning trains); LoRA trains r·(d + k).")
     if a in (_N_BLOCKS * sum(r * _SHAPES[t][0] for t in targets), _N_BLOCKS * sum(r * _SHAPES[t][1] for t in targets)):
-        return fail("count both factors: B is d×r and A is r×k, so r·(d + k) per matrix.")
-    return fail(f"{a:,} is not it. Per matrix r·(d + k), summed over {', '.join(targets)}, times {_N_BLOCKS} blocks.")
+        return fail("count both factors: B is d×r and A is r×k.")
+    return fail(f"{a:,} is not it: per matrix r·(d + k), summed over {', '.join(targets)}, in every block.")
 
 
-def ex2(answer, r: int = 4, d: int = 64, k: int = 64) -> bool:
-    """Largest number of non-zero singular values ΔW = (α/r)·B·A can have for a d×k matrix at rank r."""
-    if answer is None:
-        return not_answered("ΔW = B·A passes everything through r numbers in the middle.")
-    try:
-        a = int(answer)
-        if a != answer:
-            raise ValueError
-    except Exception:  # noqa: BLE001
-        return fail(f"give a whole number, got {answer!r}.")
-    want = min(r, d, k)
-    if a == want:
-        return ok(f"rank(BA) ≤ r = {want}: the spectrum panel shows at most {want} non-zero singular values, "
-                  "however long you train. Training decides how the spectrum is spread over those r.")
-    if a == min(d, k):
-        return fail(f"ΔW is {d}×{k}, but it is a product B ({d}×{r}) · A ({r}×{k}): its rank is at most r = {r}.")
-    if a == 0:
-        return fail("ΔW starts at zero (B = 0), but after training it is not zero.")
-    return fail(f"{a} is not it: the rank of a product is at most the smallest inner dimension.")
+@functools.lru_cache(maxsize=1)
+def _alpha_lr() -> dict:
+    """‖ΔW‖_F ratio (α = 16, lr = 5e-3) / (α = 8, lr = 1e-2) after 1 and after 30 training steps, r = 4 on W_q."""
+    from ...inject import lora_layers
+    from ..common import train_lora
+
+    def norm(alpha, lr, steps):
+        m, _ = train_lora("increment", targets=("q_proj",), r=4, alpha=alpha, lr=lr, steps=steps, seed=0,
+                          device="cpu", progress=False, eval_examples=8)
+        return math.sqrt(sum(float(lyr.delta_weight().detach().double().norm() ** 2)
+                             for lyr in lora_layers(m).values()))
+
+    with torch.random.fork_rng(devices=[]):
+        return {s: norm(16.0, 5e-3, s) / norm(8.0, 1e-2, s) for s in (1, 30)}
+
+
+REASONS2 = {
+    "a": "",
+    "b": "that reasoning is plain gradient descent's, and it does not even hold there: the step of B would grow "
+         "with α, and ΔW multiplies by α again. What does Adam do with the size of a gradient?",
+    "c": "the learning rate sets the size of Adam's first step exactly; it is the gradient's size that drops out.",
+    "d": "α/r multiplies the update B·A in the forward pass; it would rescale the loss only if it multiplied the "
+         "whole output.",
+}
+
+
+@EX.check(2)
+def ex2(prediction=None, why=None) -> bool:
+    """Predict ‖ΔW‖ after one step with (α = 16, lr = 5e-3) divided by the same with (α = 8, lr = 1e-2)."""
+    if prediction is None:
+        return not_answered("write your prediction of the ratio (one number) into `prediction` before anything is "
+                            "measured, and run the cell.")
+    v, problem = read_number(prediction)
+    if problem:
+        return fail(problem)
+    if v < 0:
+        return fail("a ratio of two norms is never negative.")
+    first = EX.first_prediction(2, v)
+    ratio = _alpha_lr()
+
+    def near(x):
+        return math.isclose(v, x, rel_tol=0.02)
+
+    if near(2):
+        diag = ("that is what plain gradient descent would give: there the step of B grows with α, and ΔW "
+                "multiplies by α again. The lab trains with Adam.")
+    elif near(0.5):
+        diag = "that counts only the learning rate; α/r multiplies ΔW too."
+    elif near(4) or near(0.25):
+        diag = "that assumes α enters twice and the learning rate not at all, or the other way round."
+    else:
+        diag = "work out what A and B look like after one Adam step from B = 0."
+    return judge_prediction(v, first, f"ratio after 1 step {ratio[1]:.5f}; after 30 steps {ratio[30]:.3f}",
+                            near(ratio[1]), diag, why, REASONS2, "a",
+                            "Adam's first step moves every entry of B by exactly lr (the gradient's size cancels), "
+                            "and A has no gradient while B = 0. So ΔW after one step is proportional to α·lr. Later "
+                            "A moves by about lr too, without the α, and the two runs part ways: 'tuning α is "
+                            "roughly the same as tuning the learning rate' (§4.1) — roughly, as measured.")
 
 
 EX3_CANDIDATES = (1, 2, 4, 8)
@@ -68,45 +125,48 @@ EX3_THRESHOLD = 0.9
 EX3_SETTINGS = {"task": "increment", "targets": ("q_proj", "v_proj"), "alpha": 8.0, "lr": 1e-2, "steps": 100}
 
 
+@EX.check(3)
 def ex3(answer, lab) -> bool:
     """Smallest r in EX3_CANDIDATES whose run with EX3_SETTINGS reaches EX3_THRESHOLD final accuracy (in `lab`).
 
-    The check reads the runs in your RankLab, so it agrees with what your machine measured. Answer None if no
+    The check reads the runs in your RankLab, so it agrees with what your machine measured. Answer "none" if no
     candidate reaches the threshold.
     """
     runs = getattr(lab, "runs", None)
-    if runs is None:
+    if not isinstance(runs, (list, tuple)):
         return fail("pass your RankLab as the second argument: checks.nb09.ex3(answer, lab).")
     s = EX3_SETTINGS
     best = {}
     for run in runs:
-        if (run.task, tuple(run.targets), run.alpha, run.lr, run.steps) == \
-                (s["task"], tuple(s["targets"]), s["alpha"], s["lr"], s["steps"]) and run.r in EX3_CANDIDATES:
-            best[run.r] = run.accuracy
-    missing = [r for r in EX3_CANDIDATES if r not in best]
-    if answer is None and not best:
-        return not_answered(f"train one run per r in {EX3_CANDIDATES}: "
-                            "lab.run_training(r=r, **checks.nb09.EX3_SETTINGS).")
-    reached = [r for r in EX3_CANDIDATES if r in best and best[r] >= EX3_THRESHOLD]
-    smallest = reached[0] if reached else None
-    if answer is not None and answer not in EX3_CANDIDATES:
-        return fail(f"answer one of {EX3_CANDIDATES} (or None), got {answer!r}.")
-    if smallest is not None and any(r not in best for r in EX3_CANDIDATES if r < smallest):
-        gap = [r for r in EX3_CANDIDATES if r < smallest and r not in best]
-        return fail(f"your lab has no run with r in {gap} and these settings yet; train them to know whether a "
-                    "smaller r also gets there.")
-    if smallest is None and missing:
-        return fail(f"no run reached {EX3_THRESHOLD} yet and r = {missing} are untested; train them too.")
-    if answer == smallest:
-        shown = ", ".join(f"r={r}: {best[r]:.3f}" for r in EX3_CANDIDATES if r in best)
-        return ok(f"your runs ({shown}): " + (f"r = {smallest} is the smallest that reaches {EX3_THRESHOLD}." if
-                  smallest else "none reaches the threshold."))
-    if smallest is None:
-        got = best.get(answer, float("nan"))
-        return fail(f"none of your runs reaches {EX3_THRESHOLD} (r={answer} reached {got:.3f}); the answer is None.")
+        try:
+            same = (run.task, tuple(run.targets), run.alpha, run.lr, run.steps) == \
+                (s["task"], tuple(s["targets"]), s["alpha"], s["lr"], s["steps"])
+            if same and run.r in EX3_CANDIDATES:
+                best[run.r] = float(run.accuracy)
+        except (AttributeError, TypeError):
+            continue
     if answer is None:
-        return fail(f"your run with r = {smallest} reached {best[smallest]:.3f} ≥ {EX3_THRESHOLD}.")
-    if answer in best and best[answer] < EX3_THRESHOLD:
-        return fail(f"your run with r = {answer} reached only {best[answer]:.3f} < {EX3_THRESHOLD}.")
-    return fail(f"r = {smallest} already reaches {best[smallest]:.3f} ≥ {EX3_THRESHOLD}, and it is smaller than "
-                f"{answer}.")
+        return not_answered(f"train the runs you need with the settings of checks.nb09.EX3_SETTINGS, then give the "
+                            f"smallest r of {EX3_CANDIDATES} that reaches {EX3_THRESHOLD} (or 'none').")
+    if isinstance(answer, str) and answer.strip().lower() == "none":
+        answer = "none"
+    else:
+        answer, problem = read_number(answer, whole=True)
+        if problem or answer not in EX3_CANDIDATES:
+            return fail(f"answer one of {EX3_CANDIDATES}, or 'none'; got {short(answer, 30)}.")
+    reached = [r for r in EX3_CANDIDATES if r in best and best[r] >= EX3_THRESHOLD]
+    smallest = reached[0] if reached else "none"
+    untested = [r for r in EX3_CANDIDATES if r not in best and (smallest == "none" or r < smallest)]
+    if untested:
+        return fail(f"your lab has no run with r in {untested} and exactly these settings yet; without them you "
+                    "cannot know the smallest r. Train them too.")
+    shown = ", ".join(f"r={r}: {best[r]:.3f}" for r in EX3_CANDIDATES if r in best)
+    if answer == smallest:
+        return ok(f"your runs ({shown}): " + (f"r = {smallest} is the smallest that reaches {EX3_THRESHOLD}."
+                                              if smallest != "none" else "none reaches the threshold."))
+    if answer == "none":
+        return fail(f"one of your runs does reach {EX3_THRESHOLD}: read the final accuracies again ({shown}).")
+    if best.get(answer, 0.0) < EX3_THRESHOLD:
+        return fail(f"your run with r = {answer} reached {best.get(answer, float('nan')):.3f}, below "
+                    f"{EX3_THRESHOLD}.")
+    return fail(f"r = {answer} reaches the threshold, but a smaller candidate does too ({shown}).")
