@@ -20,14 +20,17 @@ def all_notebooks() -> list[Path]:
     return [p for p in found if ".ipynb_checkpoints" not in p.parts]
 
 
-def execute(path: Path, timeout: int = 300, store_widget_state: bool = True):
-    """Run a notebook top to bottom in fast mode, solutions included, with its own folder as cwd; returns it."""
+def execute(path: Path, timeout: int = 300, store_widget_state: bool = True, solutions: bool = True):
+    """Run a notebook top to bottom in fast mode with its own folder as cwd; returns it executed.
+
+    With `solutions` (the default) every %%solution cell runs too, so each worked solution is tested once;
+    solutions=False runs it as a learner's Run All does, with the solution cells hidden."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     # fast mode, and every %%solution cell runs (Run All hides them from learners): each solution is tested once
     env_before = {k: os.environ.get(k) for k in ("LORA_EDU_FAST", "LORA_EDU_SOLUTIONS")}
-    os.environ.update(LORA_EDU_FAST="1", LORA_EDU_SOLUTIONS="1")
+    os.environ.update(LORA_EDU_FAST="1", LORA_EDU_SOLUTIONS="1" if solutions else "0")
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # kernels run two at a time on a 2-core CI machine
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     try:
