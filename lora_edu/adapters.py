@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .inject import _check_model, _matches, add_lora, linear_names, lora_layers
+from .inject import add_lora, check_model, linear_names, lora_layers, target_matches
 from .layer import ALPHA_MAX, LoRALinear
 from .peft_format import from_peft, is_peft_config, to_peft
 from .runtime import brief, check_number, get_device
@@ -42,7 +42,7 @@ _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16
 _NAME = re.compile(r"[^.\s]+(\.[^.\s]+)*")  # a module path: non-empty parts, no spaces
 
 
-def _as_path(path, name: str = "directory") -> Path:
+def as_path(path, name: str = "directory") -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
     return Path(path)
@@ -57,7 +57,7 @@ def write_atomic(directory, files: dict[str, bytes], overwrite: bool = False) ->
     rename, an existing one file by file in the order given (the last file should vouch for the others,
     as our config does with the weights' SHA-256). Existing files are replaced only with overwrite=True.
     """
-    directory = _as_path(directory)
+    directory = as_path(directory)
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
     for name in files:
@@ -221,8 +221,8 @@ class Adapter:
         if len(dtypes) > 1:
             raise ValueError(f"all adapter tensors must share one dtype, got {sorted(map(str, dtypes))}")
         if self.tensors:
-            stray = [n for n in self.tensors if not any(_matches(n, t) for t in self.targets)]
-            idle = [t for t in self.targets if not any(_matches(n, t) for n in self.tensors)]
+            stray = [n for n in self.tensors if not any(target_matches(n, t) for t in self.targets)]
+            idle = [t for t in self.targets if not any(target_matches(n, t) for n in self.tensors)]
             if stray or idle:
                 raise ValueError(f"targets {list(self.targets)} do not fit the layers: layers no target selects "
                                  f"{brief(stray)}, targets selecting no layer {brief(idle)}")
@@ -273,7 +273,7 @@ class Adapter:
         oversized, corrupt or inconsistent files, and PEFT features lora_edu lacks, are refused with a ValueError
         naming the file and field (FileNotFoundError for a missing one). The tensors are copied into memory the
         adapter owns: the files may change or vanish afterwards."""
-        directory = _as_path(directory)
+        directory = as_path(directory)
         device = None if device is None else get_device(device)
         if not directory.is_dir():
             if directory.exists():
@@ -355,7 +355,7 @@ def load_adapter(model: nn.Module, adapter) -> list[str]:
     `adapter` is an Adapter or a directory in lora_edu's or PEFT's format: ``le.load_adapter(model, "my_dir")``.
     Names, shapes and rank are checked first; on any mismatch the model is left untouched.
     """
-    _check_model(model)
+    check_model(model)
     if isinstance(adapter, (str, os.PathLike)):
         adapter = Adapter.load(adapter)
     _check_adapter(adapter)
@@ -394,7 +394,7 @@ def load_adapter(model: nn.Module, adapter) -> list[str]:
 
 
 def _layers_for_targets(model: nn.Module, targets) -> list[str]:
-    return [n for n in linear_names(model) if any(_matches(n, t) for t in targets)]
+    return [n for n in linear_names(model) if any(target_matches(n, t) for t in targets)]
 
 
 def _check_plain_targets(model: nn.Module, adapter: Adapter) -> dict:
@@ -414,7 +414,7 @@ def _check_plain_targets(model: nn.Module, adapter: Adapter) -> dict:
 
 
 def _apply(model: nn.Module, adapter: Adapter, weight: float, sign: float) -> list[str]:
-    _check_model(model)
+    check_model(model)
     _check_adapter(adapter)
     weight = check_number("weight", weight, -ALPHA_MAX, ALPHA_MAX)
     modules = _check_plain_targets(model, adapter)

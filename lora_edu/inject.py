@@ -20,25 +20,27 @@ __all__ = [
 ]
 
 
-def _check_model(model) -> None:
+def check_model(model) -> None:
+    """A TypeError naming `model` unless it is an nn.Module (every model-level function starts with this)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def linear_names(model: nn.Module) -> list[str]:
     """Qualified names of the plain nn.Linear modules (not inside a LoRALinear)."""
-    _check_model(model)
+    check_model(model)
     inside = {f"{n}.base" for n, m in model.named_modules() if isinstance(m, LoRALinear)}
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in inside]
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     """{qualified name: LoRALinear} in module order."""
-    _check_model(model)
+    check_model(model)
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
-def _matches(name: str, target: str) -> bool:
+def target_matches(name: str, target: str) -> bool:
+    """Whether layer `name` is what target names: the full name, or its last dotted parts ("q_proj")."""
     return name == target or name.endswith("." + target)
 
 
@@ -67,13 +69,13 @@ def add_lora(model: nn.Module, targets=("q_proj", "v_proj"), r: int = 4, alpha: 
     Every other parameter is frozen, so only the A and B matrices train (§4.2). Returns the
     replaced names. All arguments are checked before anything changes: on error the model is untouched.
     """
-    _check_model(model)
+    check_model(model)
     targets = normalize_targets(targets)
     linears = linear_names(model)
-    chosen = [n for n in linears if any(_matches(n, t) for t in targets)]
+    chosen = [n for n in linears if any(target_matches(n, t) for t in targets)]
     for t in targets:
-        if not any(_matches(n, t) for n in chosen):
-            wrapped = [n for n in lora_layers(model) if _matches(n, t)]
+        if not any(target_matches(n, t) for n in chosen):
+            wrapped = [n for n in lora_layers(model) if target_matches(n, t)]
             hint = f" ({len(wrapped)} such layers already have LoRA)" if wrapped else ""
             raise ValueError(f"targets: {t!r} matches no nn.Linear in the model{hint}; "
                              f"Linear layers are: {linears}")
@@ -165,7 +167,7 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) number of scalar parameters, each shared tensor counted once."""
-    _check_model(model)
+    check_model(model)
     trainable = total = 0
     for p in model.parameters():
         total += p.numel()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .adapters import _as_path, parse_json, parse_safetensors, read_bounded
+from .adapters import as_path, parse_json, parse_safetensors, read_bounded
 from .model import ToyConfig, ToyTransformer
 from .runtime import get_device
 
@@ -18,7 +18,7 @@ MAX_CHECKPOINT_BYTES = 1 << 28  # the shipped checkpoint is ~0.4 MB
 
 def _read(path) -> tuple[dict, dict]:
     """(tensors, metadata) of a checkpoint: read whole (bounded), parsed strictly, refused with a ValueError."""
-    path = _as_path(path, "path")
+    path = as_path(path, "path")
     flat, meta = parse_safetensors(read_bounded(path, MAX_CHECKPOINT_BYTES), path.name)
     if "lora_edu_config" not in meta:
         raise ValueError(f"{path} is not a lora_edu toy checkpoint (no lora_edu_config in its metadata)")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .inject import _check_model, lora_layers
+from .inject import check_model, lora_layers
 from .runtime import check_number
 from .tasks import BOS, SEP, get_task
 
@@ -46,7 +46,7 @@ def _device_of(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def generate(model: nn.Module, x: torch.Tensor, task=None) -> torch.Tensor:
     """Greedy answer of the model for digit sequences x (batch, n): feeds BOS x SEP and decodes n tokens."""
-    _check_model(model)
+    check_model(model)
     _check_tokens("x", x)
     if task is not None:
         get_task(task)
@@ -64,7 +64,7 @@ def generate(model: nn.Module, x: torch.Tensor, task=None) -> torch.Tensor:
 def evaluate(model: nn.Module, task, n_examples: int = 512, metric: str = "token",
              seed: int = EVAL_SEED, batch_size: int = 512) -> float:
     """Accuracy of greedy decoding on a fixed held-out set: per answer token ("token") or whole answer ("sequence")."""
-    _check_model(model)
+    check_model(model)
     task = get_task(task)
     if not isinstance(metric, str) or metric not in ("token", "sequence"):
         raise ValueError(f"metric must be 'token' or 'sequence', got {metric!r}")
@@ -99,7 +99,7 @@ def train(model: nn.Module, task, steps: int, lr: float = 3e-3, batch_size: int 
     seconds, steps_per_second. Data comes from a generator seeded with `seed`, so runs repeat exactly on CPU.
     Every argument is checked before the model changes; an error while training restores its train/eval mode.
     """
-    _check_model(model)
+    check_model(model)
     task = get_task(task)
     _count("steps", steps, 0, 10**9)
     check_number("lr", lr, 0, LR_MAX, bounds="(]")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..adapters import Adapter, load_adapter, merge_adapter, unmerge_adapter
-from ..inject import add_lora, lora_layers, merge_lora, normalize_targets, remove_lora, unmerge_lora
+from ..inject import add_lora, check_model, lora_layers, merge_lora, normalize_targets, remove_lora, unmerge_lora
 from ..lowrank import amplification_factor, as_matrix, compression_ratio, lora_param_count, projection_norm
 from ..pretrained import load_pretrained
 from ..runtime import get_device, seed_everything
@@ -38,11 +38,6 @@ def check_int(value, name: str, lo: int = 1) -> int:
         kind = "a positive int" if lo == 1 else f"an int ≥ {lo}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     return value
-
-
-def check_model(model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def device_of(model: nn.Module) -> torch.device:
