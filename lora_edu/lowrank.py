@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from .runtime import check_number
+
 __all__ = [
     "low_rank_approx",
     "singular_values",
@@ -28,16 +30,19 @@ __all__ = [
 ]
 
 
-def as_matrix(W, name: str = "W") -> torch.Tensor:
+def as_matrix(W, name: str = "W", vector: bool = False) -> torch.Tensor:
+    """W as a finite floating 2-D tensor (or 1-D if `vector`), else a TypeError / ValueError naming `name`."""
     if not isinstance(W, torch.Tensor):
         try:
             W = torch.as_tensor(W)
         except Exception as e:  # noqa: BLE001
             raise TypeError(f"{name} must be a 2-D tensor or array, got {type(W).__name__}") from e
-    if W.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(W.shape)}")
+    if W.ndim != 2 and not (vector and W.ndim == 1):
+        raise ValueError(f"{name} must be a 2-D matrix{' or 1-D' if vector else ''}, got shape {tuple(W.shape)}")
     if not W.is_floating_point():
         W = W.to(torch.float32)
+    if not torch.isfinite(W).all():  # the SVD would fail with torch's _LinAlgError, naming nothing
+        raise ValueError(f"{name} must be finite, but it holds NaN or inf")
     return W
 
 
@@ -96,6 +101,7 @@ def relative_error(W, r: int) -> float:
 def numerical_rank(W, tol: float | None = None) -> int:
     """Number of singular values above tol (default: max(d, k) · eps · σ1, as numpy's matrix_rank)."""
     W = as_matrix(W)
+    tol = None if tol is None else check_number("tol", tol, lo=0)
     s = singular_values(W)
     if s.numel() == 0 or s[0] == 0:
         return 0
@@ -108,7 +114,7 @@ def effective_rank(W, fraction: float = 0.9) -> int:
     """Fewest singular directions holding `fraction` of ‖W‖_F² (W a matrix, or its singular values); 0 if W = 0."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    s = torch.as_tensor(W)
+    s = as_matrix(W, vector=True)
     s2 = (s if s.ndim == 1 else singular_values(s)).to(torch.float64) ** 2
     total = float(s2.sum())
     return 0 if total == 0 else int((s2.cumsum(0) / total < fraction - 1e-12).sum()) + 1
@@ -117,8 +123,7 @@ def effective_rank(W, fraction: float = 0.9) -> int:
 def lora_param_count(d: int, k: int, r: int) -> int:
     """Trainable numbers in B (d×r) and A (r×k): r·(d + k)."""
     for name, v in (("d", d), ("k", k), ("r", r)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+        check_number(name, v, lo=0, integer=True)  # ints beyond float range too: no OverflowError in the ratio
     return r * (d + k)
 
 
@@ -178,7 +183,9 @@ def subspace_similarity_grid(A1, A2, max_i: int | None = None, max_j: int | None
 
 def projection_norm(W, U: torch.Tensor, V: torch.Tensor) -> float:
     """‖Uᵀ W Vᵀ‖_F: how much of W lives in the r-dimensional subspaces spanned by U (d×r) and V (r×k)."""
-    W = as_matrix(W)
+    W, U, V = as_matrix(W), as_matrix(U, "U"), as_matrix(V, "V")
+    if U.shape[0] != W.shape[0] or V.shape[1] != W.shape[1] or U.shape[1] != V.shape[0]:
+        raise ValueError(f"U (d×r) and V (r×k) must fit W {tuple(W.shape)}, got U {tuple(U.shape)}, V {tuple(V.shape)}")
     return float(torch.linalg.matrix_norm(U.to(torch.float64).T @ W.to(torch.float64) @ V.to(torch.float64).T))
 
 

@@ -8,10 +8,13 @@ nothing is downloaded, and the same seed gives the same batch on every machine.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from .runtime import brief, get_device
 
 __all__ = ["Task", "get_task", "TASKS", "PRETRAIN_TASK", "DOWNSTREAM_TASKS", "BOS", "SEP",
            "VOCAB_SIZE", "N_DIGITS", "decode", "encode"]
@@ -63,12 +66,19 @@ class Task:
         """(inputs, targets), each (batch, 2n+1); targets are −100 except at the n answer positions."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         x = self.sample_x(batch_size, g)
         return self.make(x, device)
 
     def make(self, x: torch.Tensor, device=None):
         """Build (inputs, targets) for given digit sequences x of shape (batch, n)."""
+        if not isinstance(x, torch.Tensor) or x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise TypeError(f"x must be an integer tensor of digits, got {brief(x)}")
+        if x.ndim != 2 or x.shape[1] != self.n or x.numel() and (x.min() < 0 or x.max() >= N_SYMBOLS):
+            raise ValueError(f"x must be a (batch, {self.n}) tensor of digits 0..9, got {brief(x)}")
+        device = None if device is None else get_device(device)
         b = x.shape[0]
         y = self.fn(x)
         seq = torch.cat([torch.full((b, 1), BOS, device=x.device), x, torch.full((b, 1), SEP, device=x.device), y],
@@ -109,14 +119,20 @@ _NAMES = {BOS: "<bos>", SEP: "|"}
 
 def decode(tokens) -> str:
     """Readable text of a token sequence: '<bos> 3 1 4 | 3 1 4'."""
-    return " ".join(_NAMES.get(int(t), str(int(t))) for t in tokens)
+    try:
+        ids = [operator.index(t) for t in tokens]
+    except TypeError as e:
+        raise TypeError(f"tokens must be a 1-D sequence of integer token ids, got {brief(tokens)}") from e
+    return " ".join(_NAMES.get(t, str(t)) for t in ids)
 
 
 def encode(digits) -> torch.Tensor:
     """Digits (string '314' or a sequence) → a (1, n) tensor."""
-    if isinstance(digits, str):
-        digits = [int(c) for c in digits if not c.isspace()]
-    x = torch.as_tensor(list(digits), dtype=torch.long)
-    if x.ndim != 1 or (x < 0).any() or (x >= N_SYMBOLS).any():
-        raise ValueError(f"digits must be a sequence of ints in 0..9, got {digits!r}")
-    return x[None]
+    try:
+        x = [int(c) for c in "".join(digits.split())] if isinstance(digits, str) else list(map(operator.index, digits))
+    except (TypeError, ValueError) as e:
+        raise (ValueError if isinstance(digits, str) else TypeError)(
+            f"digits must be a string or sequence of digits 0..9, got {brief(digits)}") from e
+    if not x or min(x) < 0 or max(x) >= N_SYMBOLS:
+        raise ValueError(f"digits must be a non-empty sequence of ints in 0..9, got {brief(digits)}")
+    return torch.tensor(x)[None]

@@ -278,22 +278,41 @@ case("subspace_similarity_grid.max_i", None, lambda m, e: le.subspace_similarity
 case("amplification_factor.delta_W", None, lambda m, e: le.amplification_factor(W, W.T, 1), ValueError, "delta_W")
 case("amplification_factor.r=0", None, lambda m, e: le.amplification_factor(W, W, 0), ValueError, "r must")
 
-# Known gaps in modules outside this change (lowrank.py, tasks.py): strict xfails, reported to their owner, so
-# they turn red the day they are fixed and the marker must go.
-GAPS = [
-    ("low_rank_approx NaN W", lambda m, e: le.low_rank_approx(torch.full((3, 3), NAN), 1), ValueError, "W"),
-    ("numerical_rank.tol='x'", lambda m, e: le.numerical_rank(W, tol="x"), TypeError, "tol"),
-    ("numerical_rank.tol=-1", lambda m, e: le.numerical_rank(W, tol=-1.0), ValueError, "tol"),
-    ("compression_ratio huge", lambda m, e: le.compression_ratio(HUGE, HUGE, 1), ValueError, "d"),
-    ("projection_norm.U=str", lambda m, e: le.projection_norm(W, "U", W), TypeError, "U"),
+# lowrank and tasks: non-finite matrices, tolerances, huge sizes, subspace shapes, digit tensors, encode / decode
+for id_, call, exc, match in [
+    ("low_rank_approx NaN W", lambda m, e: le.low_rank_approx(torch.full((3, 3), NAN), 1), ValueError, "W must"),
+    ("singular_values inf W", lambda m, e: le.singular_values([[INF, 0.0]]), ValueError, "W must"),
+    ("subspace_similarity NaN A2", lambda m, e: le.subspace_similarity(W, W * NAN, 1, 1), ValueError, "A2 must"),
+    ("numerical_rank.tol='x'", lambda m, e: le.numerical_rank(W, tol="x"), TypeError, "tol must"),
+    ("numerical_rank.tol=-1", lambda m, e: le.numerical_rank(W, tol=-1.0), ValueError, "tol must"),
+    ("numerical_rank.tol=nan", lambda m, e: le.numerical_rank(W, tol=NAN), ValueError, "tol must"),
+    ("compression_ratio huge", lambda m, e: le.compression_ratio(HUGE, HUGE, 1), ValueError, "d must"),
+    ("compression_ratio.k=-huge", lambda m, e: le.compression_ratio(4, -HUGE, 1), ValueError, "k must"),
+    ("lora_param_count.r=2.0", lambda m, e: le.lora_param_count(4, 4, 2.0), TypeError, "r must"),
+    ("projection_norm.U=str", lambda m, e: le.projection_norm(W, "U", W), TypeError, "U must"),
     ("projection_norm shapes", lambda m, e: le.projection_norm(W, torch.zeros(3, 2), torch.zeros(2, 5)), ValueError,
-     "U"),
-    ("effective_rank.W=str", lambda m, e: le.effective_rank("W"), TypeError, "W"),
-    ("Task.make.x float", lambda m, e: le.get_task("copy").make(torch.zeros(2, 8)), TypeError, "x"),
-]
-XFAIL = pytest.mark.xfail(strict=True, reason="outside issue 13's files (lowrank.py / tasks.py); reported")
-for id_, call, exc, match in GAPS:
-    CASES.append(pytest.param(None, call, exc, match, id=f"GAP {id_}", marks=XFAIL))
+     "U (d×r) and V (r×k) must fit W"),
+    ("projection_norm.V NaN", lambda m, e: le.projection_norm(W, torch.zeros(6, 2), torch.full((2, 5), NAN)),
+     ValueError, "V must"),
+    ("effective_rank.W=str", lambda m, e: le.effective_rank("W"), TypeError, "W must"),
+    ("effective_rank.W NaN", lambda m, e: le.effective_rank(torch.tensor([1.0, NAN])), ValueError, "W must"),
+    ("effective_rank.W 3-D", lambda m, e: le.effective_rank(torch.ones(2, 2, 2)), ValueError, "W must"),
+    ("Task.make.x float", lambda m, e: le.get_task("copy").make(torch.zeros(2, 8)), TypeError, "x must"),
+    ("Task.make.x list", lambda m, e: le.get_task("copy").make([[1] * 8]), TypeError, "x must"),
+    ("Task.make.x n=7", lambda m, e: le.get_task("copy").make(torch.zeros(2, 7, dtype=torch.long)), ValueError,
+     "x must"),
+    ("Task.make.x digit 10", lambda m, e: le.get_task("copy").make(torch.full((2, 8), 10)), ValueError, "x must"),
+    ("Task.make.device", lambda m, e: le.get_task("copy").make(torch.zeros(1, 8, dtype=torch.long), device="gpu"),
+     ValueError, "device"),
+    ("Task.batch.generator='g'", lambda m, e: le.get_task("copy").batch(2, generator="g"), TypeError, "generator"),
+    ("encode('3a')", lambda m, e: le.tasks.encode("3a"), ValueError, "digits must"),
+    ("encode(5)", lambda m, e: le.tasks.encode(5), TypeError, "digits must"),
+    ("encode([1.5])", lambda m, e: le.tasks.encode([1.5]), TypeError, "digits must"),
+    ("encode('')", lambda m, e: le.tasks.encode(""), ValueError, "digits must"),
+    ("decode(5)", lambda m, e: le.tasks.decode(5), TypeError, "tokens must"),
+    ("decode(float tensor)", lambda m, e: le.tasks.decode(torch.zeros(3)), TypeError, "tokens must"),
+]:
+    case(id_, None, call, exc, match)
 
 
 # ---- the test ---------------------------------------------------------------------------------------------------

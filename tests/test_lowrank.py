@@ -93,9 +93,12 @@ def test_lora_param_count_and_compression():
     assert le.lora_param_count(12288, 12288, 4) == 4 * 2 * 12288
     assert le.compression_ratio(64, 64, 4) == pytest.approx(64 * 64 / 512)
     assert le.compression_ratio(1000, 10, 10) == pytest.approx(10000 / 10100)
-    for bad in ((-1, 4, 2), (4, 4, 2.0), (4, True, 2)):
-        with pytest.raises(ValueError):
+    for bad, exc in (((-1, 4, 2), ValueError), ((4, 4, 2.0), TypeError), ((4, True, 2), TypeError)):
+        with pytest.raises(exc):
             le.lora_param_count(*bad)
+    assert le.compression_ratio(10**300, 10**300, 1) == pytest.approx(5e299)  # big ints, float result
+    with pytest.raises(ValueError, match="k must be"):
+        le.compression_ratio(4, 10**400, 1)  # beyond float range: a clear error, not OverflowError
     with pytest.raises(ValueError, match="r must be"):
         le.compression_ratio(4, 4, 0)
 

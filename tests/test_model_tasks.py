@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -119,14 +121,23 @@ def test_batches_are_seeded():
 def test_encode_decode():
     assert T.encode("3 1 4").tolist() == [[3, 1, 4]]
     assert T.encode([0, 9]).tolist() == [[0, 9]]
-    inputs, _ = le.get_task("copy").make(T.encode("314"))
+    copy3 = dataclasses.replace(le.get_task("copy"), n=3)  # make() needs exactly n digits per row
+    inputs, _ = copy3.make(T.encode("314"))
     assert T.decode(inputs[0]) == "<bos> 3 1 4 | 3 1"
+    assert T.decode(T.encode(torch.tensor([7, 0]))[0].int()) == "7 0"  # tensors of any integer dtype
+    inputs32, targets32 = copy3.make(T.encode("314").int())
+    assert torch.equal(inputs32, inputs) and targets32.dtype == torch.long
 
 
 @pytest.mark.parametrize(("call", "exc", "match"), [
     (lambda: le.get_task("transpose"), ValueError, "task must be one of"),
     (lambda: le.get_task(3), TypeError, "task must be"),
-    (lambda: T.encode("3a"), ValueError, "invalid literal"),
+    (lambda: T.encode("3a"), ValueError, "digits must"),
+    (lambda: T.encode(3), TypeError, "digits must"),
+    (lambda: T.decode("<bos> 3"), TypeError, "tokens must"),
+    (lambda: le.get_task("copy").make(torch.zeros(1, 8)), TypeError, "x must be an integer tensor"),
+    (lambda: le.get_task("copy").make(torch.zeros(1, 9, dtype=torch.long)), ValueError, r"x must be a \(batch, 8\)"),
+    (lambda: le.get_task("copy").batch(2, generator=5), TypeError, "generator must"),
     (lambda: T.encode([1, 10]), ValueError, "digits"),
     (lambda: T.encode([-1]), ValueError, "digits"),
     (lambda: le.get_task("copy").batch(0), ValueError, "batch_size"),
