@@ -17,7 +17,8 @@ EX = Exercises("nb01", hints={
         "fraction reaches 0.9. r counts pieces, starting at 1."],
     2: ["W − W_r is the sum of the rank-one pieces that truncation drops: σᵢ uᵢ vᵢᵀ for i > r.",
         "Those pieces are orthogonal to each other, so their squared Frobenius norms add up; one piece has norm σᵢ.",
-        "Return the square root of the sum of the squared dropped singular values. s[r:] are the dropped ones."],
+        "The first r entries of s are kept by W_r; the error is made of all the others, combined as in the last "
+        "hint."],
     3: ["W_up maps k = 12288 inputs to d = 49152 outputs: W0 is d×k and not square.",
         "B is d×r and A is r×k.",
         "Add B's d·r entries to A's r·k entries."],
@@ -89,7 +90,7 @@ _MSG2 = {
     "spectral": "that is the error in the spectral norm (the largest dropped σ); the question asks for the Frobenius "
                 "norm, which counts every dropped piece.",
     "one more": "off by one: you dropped one piece too few — W_r keeps σ₁ … σ_r, so the first dropped one is "
-                "σ_{r+1}, which is s[r] in Python.",
+                "σ_{r+1}, which has index r (Python counts from 0).",
     "one less": "off by one: you dropped one piece too many — W_r keeps σ₁ … σ_r.",
 }
 
@@ -132,10 +133,16 @@ def ex3(answer, d: int = 49152, k: int = 12288, r: int = 8) -> bool:
     if answer is None:
         return not_answered(f"give the number of trainable numbers (a whole number) of LoRA with r = {r} on one "
                             f"{d}×{k} matrix.")
-    n, problem = read_number(answer, whole=True)
+    n, problem = read_number(answer)
     if problem:
         return fail(problem)
     truth = r * (d + k)
+    if math.isclose(n, d * k / truth, rel_tol=1e-3):
+        return fail("that is the compression ratio d·k / (r(d + k)); the question asks for the number of "
+                    "trainable numbers.")
+    n, problem = read_number(answer, whole=True)
+    if problem:
+        return fail(problem)
     if n == truth:
         return ok(f"B ({d}×{r}) and A ({r}×{k}) hold {truth:,} numbers instead of d·k = {d * k:,}: "
                   f"{d * k / truth:,.0f}× fewer. A wide matrix saves less than a square one of the same width "
@@ -148,7 +155,4 @@ def ex3(answer, d: int = 49152, k: int = 12288, r: int = 8) -> bool:
         return fail("that treats the matrix as square; here d and k differ, so B and A have different sizes.")
     if n == r * r:
         return fail("B and A each have one side of length r and the other of length d or k, not r.")
-    if math.isclose(n, d * k / truth, rel_tol=1e-3):
-        return fail("that is the compression ratio d·k / (r(d + k)); the question asks for the number of "
-                    "trainable numbers.")
     return fail(f"{n:,} is not it; count the entries of B and of A.")

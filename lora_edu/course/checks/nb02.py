@@ -179,13 +179,13 @@ def ex2(fn) -> bool:
         tol = 1e-4 * float(base.abs().max() + upd.abs().max() * max(1.0, alpha))
         if torch.allclose(h, base + alpha / r * upd, atol=tol, rtol=0):
             continue
+        if torch.allclose(h, base, atol=tol, rtol=0):
+            return fail("your output ignores A and B: the update path (α/r)·B·A·x is missing.")
         rest = h - base
         c = float((rest * upd).sum() / (upd * upd).sum())
         if torch.allclose(rest, c * upd, atol=tol, rtol=0):
             scaled.append((c, (d, k, r, n, alpha)))
             continue
-        if torch.allclose(h, base, atol=tol, rtol=0):
-            return fail("your output ignores A and B: the update path (α/r)·B·A·x is missing.")
         c = float((h * upd).sum() / (upd * upd).sum())
         if torch.allclose(h, c * upd, atol=tol, rtol=0):
             return fail("you dropped the frozen path W0·x; LoRA adds its update to W0·x instead of replacing it.")

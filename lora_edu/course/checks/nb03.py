@@ -67,7 +67,8 @@ _MSG2 = {
     "not squared": "that is the relative error of the norm; the question asks for the relative *squared* error.",
     "plain": "square the singular values first: the energy of a direction is σᵢ², not σᵢ.",
     "absolute": "that is the squared error itself; the exercise asks for it relative to ‖ΔW*‖_F².",
-    "one more": "off by one: LoRA at rank r keeps σ₁ … σ_r, so the error starts at σ_{r+1} — s[r] in Python.",
+    "one more": "off by one: LoRA at rank r keeps σ₁ … σ_r, so the error starts at σ_{r+1}, which has index r "
+                "(Python counts from 0).",
     "one less": "off by one: LoRA at rank r keeps r singular values, σ₁ … σ_r.",
 }
 

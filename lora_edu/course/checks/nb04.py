@@ -121,8 +121,6 @@ def ex3(answer) -> bool:
     if n == right // 2:
         return fail("that is half of it: either only one of the two factors (each matrix gets both A and B) or only "
                     "one of the blocks.")
-    if n == 4 * per:
-        return fail("that is one block; every block gets its own adapters.")
     if n == L * per:
         return fail("that is one matrix per block; the question asks for all four attention matrices.")
     if n == 4 * L * r * r:
