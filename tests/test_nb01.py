@@ -93,6 +93,61 @@ def test_param_count_bad_input_gives_message(d, k, r):
     for result in (common.param_count_summary(d, k, r), nb01.param_count_figure(d, k, r)):
         assert isinstance(result, str) and len(result) > 10
 
+def test_nan_weight_gives_message_not_linalg_error():
+    model = le.load_pretrained("cpu")
+    with torch.no_grad():
+        model.blocks[0].attn.q_proj.weight[0, 0] = math.nan
+        model.lm_head.weight[1, 1] = math.inf
+    svds = nb01.WeightSVDs(model)
+    for name in ("blocks.0.attn.q_proj", "lm_head"):
+        for r in (0, 1, 64):
+            for result in (nb01.weight_rank_figure(svds, name, r), nb01.weight_rank_summary(svds, name, r)):
+                assert isinstance(result, str) and name in result and "NaN or inf" in result
+    assert is_figure(nb01.weight_rank_figure(svds, "blocks.0.attn.k_proj", 1))  # the others still draw
+    assert isinstance(nb01.weight_rank_figure(svds, ["lm_head"], 1), str)  # not a name: a message too
+    with pytest.raises(ValueError, match="W must be finite"):
+        nb01.MatrixSVD(torch.tensor([[1.0, math.nan]]))
+    pytest.importorskip("ipywidgets")
+    box = nb01.weight_rank_widget(model, r=8)  # the first weight is the NaN one: a message, a usable slider
+    dd, slider, out = box.children
+    assert isinstance(out.last_result, str) and "NaN or inf" in out.last_result and slider.value == 8
+    dd.value = "blocks.0.attn.k_proj"
+    assert is_figure(out.last_result) and slider.max == 64
+
+
+@pytest.mark.parametrize("d,k,r", [(1, 1, 1), (1, 1, 256), (nb01.MAX_DIM, nb01.MAX_DIM, 1),
+                                   (nb01.MAX_DIM, nb01.MAX_DIM, 256), (1, nb01.MAX_DIM, 256), (10**7, 10**7, 4)])
+def test_param_count_figure_is_cheap_at_any_size(d, k, r):
+    """The ratio curve is drawn at ≤ 100 log-spaced ranks (it used to draw one point per rank: 10⁷ points)."""
+    fig = nb01.param_count_figure(d, k, r)
+    assert is_figure(fig)
+    xs = fig.axes[1].lines[0].get_xdata()
+    assert len(xs) <= 100 and xs[0] == 1 and xs[-1] == max(min(d, k), r)
+    assert all(a < b for a, b in zip(xs, xs[1:]))
+
+
+@pytest.mark.parametrize("kw", [{}, {"d": 4096, "k": 4096, "r": 8}, {"d": 1, "k": 300, "r": 0},
+                                {"d": 64, "k": 64, "max_dim": 65}])
+def test_param_count_sliders_start_inside_their_range(kw):
+    pytest.importorskip("ipywidgets")
+    sd, sk, sr, out = nb01.param_count_widget(**kw).children
+    for s in (sd, sk):
+        assert s.min < s.max <= nb01.MAX_DIM and s.value < s.max  # can move right
+    assert sd.value == kw.get("d", 64) and sk.value == kw.get("k", 64) and sr.min <= sr.value <= sr.max
+    assert kw or sd.min < sd.value  # the defaults can move left too
+    sd.value, sk.value = sd.max, sk.max  # the far end still draws (or gives a message for r = 0)
+    assert is_figure(out.last_result) or (sr.value == 0 and isinstance(out.last_result, str))
+
+
+@pytest.mark.parametrize("kw,match", [({"d": 0}, "d must"), ({"k": nb01.MAX_DIM}, "k must"), ({"r": 257}, "r must"),
+                                      ({"d": 64, "max_dim": 64}, "max_dim must"), ({"max_dim": 10**7}, "max_dim"),
+                                      ({"d": 2.5}, "d must")])
+def test_param_count_widget_refuses_bad_ranges(kw, match):
+    pytest.importorskip("ipywidgets")
+    with pytest.raises((ValueError, TypeError), match=match):
+        nb01.param_count_widget(**kw)
+
+
 def test_builders_render_and_respond(hopper):
     pytest.importorskip("ipywidgets")
     box = nb01.image_rank_widget(r=5, msvd=hopper)

@@ -34,6 +34,25 @@ def test_scaling_bad_input_gives_message(r, alpha):
     assert isinstance(nb02.scaling_curves(r, alpha, steps=10), str)
     assert isinstance(nb02.scaling_figure(r, alpha, steps=10), str)
 
+@pytest.mark.parametrize("kw,match", [({"steps": 0}, "steps"), ({"steps": -1}, "steps"), ({"steps": 10**400}, "steps"),
+                                      ({"steps": 2.5}, "steps"), ({"lr": 0.0}, "lr"), ({"lr": float("nan")}, "lr"),
+                                      ({"lr": "1e-2"}, "lr"), ({"alpha": 10**400}, "α"), ({"alpha": None}, "α"),
+                                      ({"r": 10**400}, "r = "), ({"target_rank": 65}, "target_rank"),
+                                      ({"batch": 0}, "batch")])
+def test_scaling_settings_out_of_range_give_message(kw, match):
+    args = {"r": 4, "alpha": 4.0, **kw}
+    res = nb02.scaling_curves(args.pop("r"), args.pop("alpha"), **args)
+    assert isinstance(res, str) and match in res
+    if set(kw) <= {"steps", "lr", "alpha", "r"}:
+        assert nb02.scaling_figure(kw.get("r", 4), kw.get("alpha", 4.0), kw.get("lr", 1e-2), kw.get("steps", 10)) == res
+
+
+def test_scaling_smallest_run_draws():
+    res = nb02.scaling_curves(64, 64.0, steps=1)  # one step at both slider ends: no empty curve
+    assert all(c.shape == (1,) for c in res["curves"].values())
+    assert is_figure(nb02.scaling_figure(1, 0.25, steps=1))
+
+
 def test_sweep_and_rank_plots(tmp_path):
     T = matrix_fit.planted_update(8, 8, 2)
     sw = nb02.lr_sweep(T, [2, 4], [1e-3, 1e-2], steps=5)

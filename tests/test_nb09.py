@@ -70,7 +70,17 @@ def test_run_record(fresh):
     row = fresh.table_rows()[0]
     assert row["run"] == 1 and row["r"] == 2 and row["trainable"] == run.trainable and row["note"] == ""
     assert 0 <= row["final accuracy"] <= 1 and row["time (s)"] > 0
-    assert math.isclose(row["trainable %"], 100 * run.trainable / run.total)
+    base_total = sum(p.numel() for p in fresh.base_model().parameters())
+    assert math.isclose(row["trainable %"], 100 * run.trainable / base_total)  # of the pretrained model
+
+
+def test_one_percentage_in_status_line_and_table(fresh):
+    run = fresh.run_training(**_settings())
+    pct = f"{100 * run.trainable / (run.total - run.trainable):.2f} %"
+    line = fresh.describe(run.targets, run.r, run.alpha)
+    assert f"{run.trainable:,} ({pct} of the pretrained model's {run.total - run.trainable:,})" in line
+    table = fresh.table_html()
+    assert f"{run.trainable:,} ({pct})" in table and "% of pretrained model" in table
 
 
 @pytest.mark.parametrize("r", nb09.R_RANGE)
@@ -219,6 +229,17 @@ def test_describe_at_slider_ends(lab):
     assert lab.describe(("q_proj",), 65, 8.0).startswith("⚠️")
 
 
+@pytest.mark.parametrize("alpha", [None, "x", 10**400, -10**400, math.nan, math.inf, 0.0, -1.0, True, [8.0]])
+def test_describe_never_raises_for_bad_alpha(lab, alpha):
+    text = lab.describe(("q_proj", "v_proj"), 4, alpha)
+    assert text.startswith("⚠️ α must") and "scaling" not in text
+
+
+@pytest.mark.parametrize("targets,r", [(None, 4), ((), 4), (("q_proj",), None), (("q_proj",), 0), ("nope", 4)])
+def test_describe_never_raises_for_bad_targets_or_rank(lab, targets, r):
+    assert lab.describe(targets, r, 8.0).startswith("⚠️")
+
+
 def test_constructor_rejects_bad_settings():
     with pytest.raises(ValueError, match="n_evals"):
         nb09.RankLab(n_evals=0)
@@ -252,6 +273,28 @@ def test_ui_wiring(fresh):
     assert fresh.runs == [] and "Cleared 1 run" in c["status"].value and "No runs yet" in c["table"].value
     with pytest.raises(TypeError, match="settings"):
         nb09.rank_lab_ui(fresh, rank=3)
+
+
+def test_ui_drawing_errors_become_the_status_line(fresh, monkeypatch):
+    """refresh() runs at build, after Train and after Clear: a failing figure is a message in each case."""
+    pytest.importorskip("ipywidgets")
+
+    def boom():
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(fresh, "figure_spectra", boom)
+    ui = nb09.rank_lab_ui(fresh, steps=nb09.STEPS_RANGE[0])  # at build
+    c = ui.controls
+    assert "could not draw" in c["status"].value and "no fonts" in c["status"].value
+    c["train"].click()
+    assert len(fresh.runs) == 1 and not c["train"].disabled
+    assert "Run #1 done" in c["status"].value and "could not draw" in c["status"].value  # both kept
+    assert "<td" in c["table"].value  # what could be drawn was
+    c["clear"].click()
+    assert fresh.runs == [] and "Cleared 1 run" in c["status"].value and "could not draw" in c["status"].value
+    monkeypatch.undo()
+    c["clear"].click()
+    assert "Cleared 0 runs" in c["status"].value
 
 
 def test_ui_shows_unexpected_errors_as_a_message(fresh, monkeypatch):

@@ -6,7 +6,11 @@ import math
 
 import torch
 
+from ..lowrank import as_matrix
+from ..runtime import check_number
 from .common import figure, param_count_summary, show_in, to_numpy
+
+MAX_DIM = 10**6  # param_count_widget's largest d and k: beyond any real layer (GPT-3's d_model is 12,288)
 
 
 def show_matrix(ax, M, title: str = "", cmap: str | None = None, symmetric: bool | None = None,
@@ -78,9 +82,8 @@ class MatrixSVD:
     """
 
     def __init__(self, W, name: str = "W"):
-        if not isinstance(W, torch.Tensor):
-            W = torch.as_tensor(W)
-        if W.ndim != 2 or min(W.shape) == 0:
+        W = as_matrix(W)  # a finite 2-D matrix, else a ValueError / TypeError naming W
+        if min(W.shape) == 0:
             raise ValueError(f"W must be a non-empty 2-D matrix, got shape {tuple(W.shape)}")
         self.name = name
         self.W = W.detach().to("cpu", torch.float64)
@@ -207,8 +210,12 @@ class WeightSVDs:
         return list(self.weights)
 
     def get(self, name: str) -> MatrixSVD | str:
-        if name not in self.weights:
+        """The SVD of weight `name`, or a message: an unknown name, or a weight holding NaN or inf."""
+        if not isinstance(name, str) or name not in self.weights:
             return f"{name!r} is not a Linear weight of this model; choose one of: {', '.join(self.weights)}."
+        if name not in self._cache and not torch.isfinite(self.weights[name].detach()).all():
+            return (f"{name} holds NaN or inf values, so it has no singular values to show. A weight usually "
+                    f"gets them from a diverged training run (a learning rate too large); reload the model.")
         if name not in self._cache:
             self._cache[name] = MatrixSVD(self.weights[name], name)
         return self._cache[name]
@@ -245,7 +252,7 @@ def param_count_figure(d, k, r):
         ax[0].annotate(f"{v:,}", (i, v), ha="center", va="bottom", fontsize=9)
     ax[0].set_title(f"d = {d}, k = {k}, r = {r}: {res['ratio']:.3g}× fewer", fontsize=10)
     rmax = max(min(d, k), r)
-    rs = list(range(1, rmax + 1))
+    rs = sorted({round(rmax ** (i / 99)) for i in range(100)})  # 100 log-spaced ranks: cheap for any d, k
     ax[1].plot(rs, [d * k / (x * (d + k)) for x in rs], "-", color="tab:blue")
     ax[1].plot([r], [res["ratio"]], "o", color="tab:red")
     ax[1].axhline(1, color="gray", ls=":", lw=1)
@@ -254,6 +261,8 @@ def param_count_figure(d, k, r):
     ax[1].set_xlabel("rank r")
     ax[1].set_ylabel("compression d·k / (r·(d + k))")
     ax[1].set_title("Compression ratio against r", fontsize=10)
+    for a in ax:
+        a.minorticks_off()  # a log axis over 12 decades has hundreds of minor ticks: seconds per redraw
     if res["note"]:
         fig.suptitle(res["note"], fontsize=9)
     return fig
@@ -290,7 +299,7 @@ def weight_rank_widget(model, r: int = 8, name: str | None = None):
     dd = w.Dropdown(options=svds.names, value=name or svds.names[0], description="weight",
                     layout=w.Layout(width="480px"))
     first = svds.get(dd.value)
-    slider = _rank_slider(first.max_rank, r)
+    slider = _rank_slider(getattr(first, "max_rank", r), r)  # a message instead of an SVD: keep r's range
     out = w.Output()
 
     def update(change=None):
@@ -305,10 +314,19 @@ def weight_rank_widget(model, r: int = 8, name: str | None = None):
     return w.VBox([dd, slider, out])
 
 
-def param_count_widget(d: int = 64, k: int = 64, r: int = 4, max_dim: int = 4096):
-    """Sliders d, k, r: trainable numbers of full ΔW versus LoRA, and the compression ratio."""
+def param_count_widget(d: int = 64, k: int = 64, r: int = 4, max_dim: int | None = None):
+    """Sliders d, k, r: trainable numbers of full ΔW versus LoRA, and the compression ratio.
+
+    The d and k sliders reach max_dim (default: twice the larger of d and k, at least 256, at most MAX_DIM),
+    so each starts inside its range and can move both ways.
+    """
     import ipywidgets as w
 
+    for name, v in (("d", d), ("k", k)):
+        check_number(name, v, 1, MAX_DIM - 1, integer=True)
+    check_number("r", r, 0, 256, integer=True)
+    max_dim = min(max(2 * max(d, k), 256), MAX_DIM) if max_dim is None else max_dim
+    check_number("max_dim", max_dim, max(d, k) + 1, MAX_DIM, integer=True)
     kw = dict(continuous_update=False, layout=w.Layout(width="480px"))
     sd = w.IntSlider(value=d, min=1, max=max_dim, description="d (out)", **kw)
     sk = w.IntSlider(value=k, min=1, max=max_dim, description="k (in)", **kw)

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ..runtime import brief, check_number
 from .common import check_int, figure, show_in, to_numpy
 from .matrix_fit import fit_lora, planted_update
 
@@ -109,15 +110,25 @@ ALPHA_RANGE = (0.25, 64.0)
 R_RANGE = (1, 64)
 
 
-def _scaling_message(r, alpha) -> str | None:
+def _scaling_message(r, alpha, lr, steps, target_rank, batch) -> str | None:
+    """Why scaling_curves can't run with these settings, as a sentence for the widget; None if it can."""
     if isinstance(r, bool) or not isinstance(r, int):
-        return f"r must be a whole number, got {r!r}."
+        return f"r must be a whole number, got {brief(r)}."
     if not R_RANGE[0] <= r <= R_RANGE[1]:
-        return f"r = {r} is outside this experiment's range {R_RANGE[0]}…{R_RANGE[1]} (the layer is 64×64)."
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        return f"α must be a number, got {alpha!r}."
+        return f"r = {brief(r)} is outside this experiment's range {R_RANGE[0]}…{R_RANGE[1]} (the layer is 64×64)."
+    try:
+        check_number("α", alpha)
+    except (TypeError, ValueError):
+        return f"α must be a finite number, got {brief(alpha)}."
     if alpha <= 0:
         return f"α = {alpha}: the scaling α/r must be positive (α = 0 would switch the update off)."
+    try:  # the widget's fixed settings: a message too, never an IndexError from an empty curve
+        check_number("lr", lr, 0, bounds="(]")
+        check_number("steps", steps, 1, 10**5, integer=True)
+        check_number("target_rank", target_rank, 1, 64, integer=True)
+        check_number("batch", batch, 1, 4096, integer=True)
+    except (TypeError, ValueError) as e:
+        return f"{e}."
     return None
 
 
@@ -137,7 +148,7 @@ def scaling_curves(r, alpha, lr: float = 1e-2, steps: int = 150, target_rank: in
     factor}, "r", "alpha", "lr", "diverged": [schemes whose final error is above 1 or not finite]}, or a message.
     Cached: a slider position already visited answers instantly.
     """
-    msg = _scaling_message(r, alpha)
+    msg = _scaling_message(r, alpha, lr, steps, target_rank, batch)
     if msg:
         return msg
     curves = dict(_scaling_run(r, float(alpha), float(lr), int(steps), int(target_rank), int(batch)))

@@ -11,7 +11,7 @@ import torch
 from ..inject import count_parameters, linear_names, lora_layers
 from ..lowrank import effective_rank, lora_param_count, singular_values
 from ..pretrained import load_pretrained
-from ..runtime import get_device
+from ..runtime import check_number, get_device
 from ..tasks import DOWNSTREAM_TASKS, get_task
 from ..train import evaluate
 from .common import ZERO_TOL, cpu_threads, figure, smooth, to_png, train_lora
@@ -40,6 +40,12 @@ DEFAULTS = {"task": "reverse", "targets": ("q_proj", "v_proj"), "r": 4, "alpha":
 
 def _short(targets) -> str:
     return ",".join(t.removesuffix("_proj") for t in targets)
+
+
+def percent_of_pretrained(trainable: int, base_total: int) -> float:
+    """The lab's one percentage: trainable LoRA numbers per 100 parameters of the pretrained model (LoRA's
+    own numbers are not in the denominator, so the same r gives the same percentage in every view)."""
+    return 100.0 * trainable / base_total
 
 
 @dataclass
@@ -78,7 +84,8 @@ class Run:
         return {
             "run": self.id, "task": self.task, "targets": _short(self.targets), "r": self.r,
             "alpha": self.alpha, "lr": self.lr, "steps": self.steps, "trainable": self.trainable,
-            "trainable %": 100.0 * self.trainable / self.total, "final accuracy": self.accuracy,
+            "trainable %": percent_of_pretrained(self.trainable, self.total - self.trainable),  # total: with LoRA
+            "final accuracy": self.accuracy,
             "time (s)": self.seconds, "note": "diverged (loss not finite)" if self.diverged else "",
         }
 
@@ -247,8 +254,8 @@ class RankLab:
         rows = self.table_rows()
         if not rows:
             return "<i>No runs yet: choose settings and press Train.</i>"
-        head = ("run", "task", "targets", "r", "α", "lr", "steps", "trainable params", "final accuracy", "time",
-                "note")
+        head = ("run", "task", "targets", "r", "α", "lr", "steps", "trainable params (% of pretrained model)",
+                "final accuracy", "time", "note")
         cells = []
         for row in rows:
             vals = (row["run"], row["task"], row["targets"], row["r"], f"{row['alpha']:g}", f"{row['lr']:.1e}",
@@ -281,12 +288,14 @@ class RankLab:
             hi = self.max_rank(targets)
             if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= hi:
                 return f"⚠️ r must be between 1 and {hi} for these matrices."
+            alpha = check_number("α", alpha, 0, bounds="(]")
             n = self.count_trainable(targets, r)
-        except (ValueError, TypeError) as e:
+            total = sum(p.numel() for p in self.base_model().parameters())
+        except Exception as e:  # noqa: BLE001 — a live caption shows a message, never a traceback
             return f"⚠️ {e}"
-        total = sum(p.numel() for p in self.base_model().parameters())
         return (f"scaling α/r = {alpha:g}/{r} = {alpha / r:.3g} · trainable parameters: {n:,} "
-                f"({100 * n / total:.2f} % of {total:,}) · ΔW of each matrix has rank ≤ {r}")
+                f"({percent_of_pretrained(n, total):.2f} % of the pretrained model's {total:,}) · "
+                f"ΔW of each matrix has rank ≤ {r}")
 
 
 def rank_lab_ui(lab: RankLab | None = None, device=None, **defaults):
@@ -336,10 +345,13 @@ def rank_lab_ui(lab: RankLab | None = None, device=None, **defaults):
     def update_info(*_):
         info.value = lab.describe(chosen_targets(), r.value, alpha.value)
 
-    def refresh():
-        curves_img.value = to_png(lab.figure_curves())
-        table.value = lab.table_html()
-        spectra_img.value = to_png(lab.figure_spectra())
+    def refresh():  # called by the buttons and at build: a drawing error becomes the status line
+        try:
+            curves_img.value = to_png(lab.figure_curves())
+            table.value = lab.table_html()
+            spectra_img.value = to_png(lab.figure_spectra())
+        except Exception as e:  # noqa: BLE001 — a widget shows a message, never a traceback
+            status.value += "<br>" + html.escape(f"⚠️ could not draw the runs: {type(e).__name__}: {e}")
 
     def progress(step, total, loss):
         if step == total or step % max(1, total // 100) == 0:
