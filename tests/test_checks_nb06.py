@@ -1,4 +1,6 @@
-"""Self-checks of notebook 06: right answers pass, typical wrong ones fail with a precise message."""
+"""Self-checks of notebook 06: right answers pass, each plausible mistake gets its diagnosis, nothing raises."""
+
+from __future__ import annotations
 
 import copy
 
@@ -8,12 +10,18 @@ import torch
 import lora_edu as le
 from lora_edu.course.checks import nb06 as check
 
+from .test_checks_feedback import FUZZ, FUZZ_IDS, assert_safe, run
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    check.EX.reset()
+
 
 @pytest.fixture(scope="module")
 def layer():
     torch.manual_seed(0)
-    lin = torch.nn.Linear(64, 64)
-    lora = le.LoRALinear(lin, r=4, alpha=8)
+    lora = le.LoRALinear(torch.nn.Linear(64, 48), r=4, alpha=8)  # α ≠ r: the scaling is 2, and d ≠ k
     with torch.no_grad():
         lora.B.normal_(std=0.1)
     return lora
@@ -24,36 +32,80 @@ def test_ex1(capsys, layer):
     A, B, s = layer.A.detach(), layer.B.detach(), layer.scaling
     m = copy.deepcopy(layer)
     m.merge()
-    assert check.ex1(m.base.weight.detach(), W0, A, B, s) and "Correct" in capsys.readouterr().out
-    cases = [(W0 + B @ A, "scaling"), (W0 - s * B @ A, "unmerging"), (W0, "unchanged"), (s * B @ A, "ΔW alone"),
-             (W0 + 2 * s * B @ A, "max difference"), (W0[:, :4], "shape")]
-    for wrong, words in cases:
-        assert not check.ex1(wrong, W0, A, B, s)
-        assert words in capsys.readouterr().out
-    assert not check.ex1([[1.0]], W0, A, B, s) and "tensor" in capsys.readouterr().out
-    assert not check.ex1(None, W0, A, B, s) and "Not answered" in capsys.readouterr().out
+    assert run(capsys, check.ex1, m.base.weight.detach(), W0, A, B, s)[0]
+    assert run(capsys, check.ex1, m.base.weight.detach().to(torch.bfloat16), W0, A, B, s)[0], "any dtype"
+    ok, out = run(capsys, check.ex1, None, W0, A, B, s)
+    assert not ok and out.startswith("⏳") and "B @ A" not in out
+    for wrong, says in [(W0 + B @ A, "left out the scaling"), (W0 + s * s * B @ A, "applied twice"),
+                        (W0 - s * B @ A, "unmerging"), (W0, "W0 unchanged"), (s * B @ A, "ΔW alone"),
+                        (W0 + 3 * s * B @ A, "differs from the merged weight"), (W0[:, :4], "W0's shape"),
+                        ([[1.0]], "W0's shape"), ("W", "text"), (W0 * float("nan"), "NaN")]:
+        ok, out = run(capsys, check.ex1, wrong, W0, A, B, s)
+        assert not ok and says in out
 
 
-def test_ex2_matches_kept_copy(capsys):
+def test_ex1_transposed_update_on_a_square_layer(capsys):
+    torch.manual_seed(1)
+    W0, A, B = torch.randn(8, 8), torch.randn(2, 8), torch.randn(8, 2)
+    ok, out = run(capsys, check.ex1, W0 + 2.0 * (B @ A).T, W0, A, B, 2.0)
+    assert not ok and "transposed" in out
+
+
+def test_ex2_matches_the_kept_copy(capsys):
     model = le.load_pretrained(device="cpu").to(torch.bfloat16)
     le.add_lora(model, ("q_proj", "v_proj"), r=4)
     le.merge_lora(model, keep_original=True)
-    kept = sum(m._W0.numel() * m._W0.element_size() for m in le.lora_layers(model).values())
-    assert check.ex2(kept) and "Correct" in capsys.readouterr().out
-    cases = {2 * kept: "2 bytes", kept // 2: "half", 64 * 64 * 2: "one matrix", kept + 4 * 64 * 2: "biases",
-             3: "Hint"}
-    for wrong, words in cases.items():
-        assert not check.ex2(wrong)
-        assert words in capsys.readouterr().out
-    assert not check.ex2(None) and "Not answered" in capsys.readouterr().out
+    kept = sum(m.kept_original.numel() * m.kept_original.element_size() for m in le.lora_layers(model).values())
+    assert run(capsys, check.ex2, kept)[0]
+    ok, out = run(capsys, check.ex2, None)
+    assert not ok and out.startswith("⏳") and f"{kept:,}" not in out
+    cases = {2 * kept: "4 bytes per value", kept // 2: "half of it", 64 * 64 * 2: "one matrix",
+             kept + 4 * 64 * 2: "biases", 2 * 2 * 4 * 128 * 2: "size of the adapters", 3: "count the adapted"}
+    for wrong, says in cases.items():
+        ok, out = run(capsys, check.ex2, wrong)
+        assert not ok and says in out and f"{kept:,}" not in out and str(kept) not in out
 
 
-def test_ex3(capsys):
-    for right in ("bfloat16", "bf16", torch.bfloat16, " BFloat16 "):
-        assert check.ex3(right)
-    assert "Correct" in capsys.readouterr().out
-    for wrong, words in (("float16", "finer"), ("fp16", "finer"), ("float32", "16-bit"), ("int8", "not one"),
-                         (16, "string")):
-        assert not check.ex3(wrong)
-        assert words in capsys.readouterr().out
-    assert not check.ex3(None) and "Not answered" in capsys.readouterr().out
+def test_ex2_all_four_matrices_is_named_as_a_possibility(capsys):
+    """Adapting all four attention matrices gives the same number as 4 bytes per value: the check names both."""
+    ok, out = run(capsys, check.ex2, 4 * 2 * 64 * 64 * 2)
+    assert not ok and "all four attention matrices" in out and "4 bytes per value" in out
+
+
+def test_ex3_predict_then_explain(capsys):
+    ok, out = run(capsys, check.ex3)
+    assert not ok and out.startswith("⏳") and "Measured" not in out
+    ok, out = run(capsys, check.ex3, 0.0039)
+    assert not ok and "δ up to 0.0039" in out and "0.996094" in out and "`why`" in out
+    assert run(capsys, check.ex3, 2 ** -8, "a")[0] and run(capsys, check.ex3, "0.004", "a")[0]
+
+
+@pytest.mark.parametrize("prediction, says", [(2 ** -7, "full spacing"), (2 ** -11, "float16"), (2 ** -12, "float16"),
+                                              (2 ** -24, "float32"), (0, "gaps"), (0.05, "how far apart"),
+                                              (-0.004, "positive")])
+def test_ex3_wrong_predictions(capsys, prediction, says):
+    ok, out = run(capsys, check.ex3, prediction, "a")
+    assert not ok and says in out
+
+
+@pytest.mark.parametrize("why, says", [("b", "however small"), ("c", "float32's range"), ("d", "scale every δ alike"),
+                                       ("bfloat16", "not one of")])
+def test_ex3_wrong_explanations(capsys, why, says):
+    ok, out = run(capsys, check.ex3, 0.0039, why)
+    assert not ok and says in out
+
+
+def test_ex3_no_longer_a_coin_toss(capsys):
+    """The old binary question ('bfloat16' or 'float16') is gone: a dtype name is not a prediction."""
+    for answer in ("bfloat16", "float16", torch.bfloat16):
+        ok, out = run(capsys, check.ex3, answer, "a")
+        assert not ok and "❌" in out
+
+
+@pytest.mark.parametrize("bad", FUZZ, ids=FUZZ_IDS)
+def test_never_raises(capsys, layer, bad):
+    W0, A, B = layer.base.weight.detach(), layer.A.detach(), layer.B.detach()
+    assert_safe(capsys, check.ex1, bad, W0, A, B, layer.scaling)
+    assert_safe(capsys, check.ex2, bad)
+    assert_safe(capsys, check.ex3, bad)
+    assert_safe(capsys, check.ex3, 0.0039, bad)

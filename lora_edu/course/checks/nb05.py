@@ -176,7 +176,7 @@ def ex3(model=None, row=None) -> bool:
     if kinds != set(EX3_TARGETS) or len(layers) != 2 * cfg.n_layer or {m.r for m in layers.values()} != {2}:
         return fail("this model's LoRA layers are not r = 2 on up_proj and down_proj of every block: pass the model "
                     "of the same run as the row.")
-    expected = cfg.n_layer * 2 * (cfg.d_model + cfg.d_ff)
+    expected = cfg.n_layer * 2 * 2 * (cfg.d_model + cfg.d_ff)  # blocks × matrices × r × (d + k)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if trainable != expected or row["trainable"] != expected:
         return fail(f"{trainable} trainable parameters in the model and {row['trainable']} in the row, but LoRA "
