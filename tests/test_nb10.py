@@ -111,6 +111,7 @@ def two_adapter_model(base):
 
 def adapters_of(pm, names, tmp_path):
     pm.save_pretrained(str(tmp_path))
+    pm.save_pretrained(str(tmp_path))  # PEFT replaces its own files without a word (name_map's save row says so)
     return {n: le.Adapter.load(tmp_path / n) for n in names}
 
 
@@ -178,6 +179,9 @@ def test_describe_both_formats(tmp_path):
                                                                            torch.randn(64, 2, generator=g))})
     a.save(tmp_path / "ours")
     a.save(tmp_path / "peft", format="peft")
+    with pytest.raises(FileExistsError, match="overwrite"):  # why notebook 10's save cells pass overwrite=True
+        a.save(tmp_path / "peft", format="peft")
+    a.save(tmp_path / "peft", format="peft", overwrite=True)  # re-running the cell: same files, no error
     ours, theirs = nb10.describe(tmp_path / "ours"), nb10.describe(tmp_path / "peft")
     assert ours["format"] == "lora_edu" and ours["config"]["alpha"] == 4.0 and ours["tensors"] == 2
     assert theirs["format"] == "PEFT" and theirs["config"]["lora_alpha"] == 4.0
@@ -192,6 +196,8 @@ def test_name_map_reads_the_defaults_from_the_code():
     alpha_row = next(r for r in rows if r["PEFT"].startswith("lora_alpha default"))
     assert f"lora_alpha default: {d.lora_alpha} (r = 4 → scaling {d.lora_alpha / 4:g})" == alpha_row["PEFT"]
     assert "scaling 1)" in alpha_row["lora_edu"] and "differs" in alpha_row["note"]
+    save_row = next(r for r in rows if r["PEFT"] == "model.save_pretrained(dir)")
+    assert "overwrite=True" in save_row["lora_edu"] and "FileExistsError" in save_row["note"]
     for name in ("merge_and_unload", "set_adapter", "add_weighted_adapter", "save_pretrained", "from_pretrained"):
         assert name in text and hasattr(peft.PeftModel, name) or hasattr(peft.LoraModel, name)
     table = nb10.markdown_table([{"a": "x|y", "b": 1}])

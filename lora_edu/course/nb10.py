@@ -244,8 +244,9 @@ def name_map() -> list[dict]:
          "note": "W ← W ± ΔW in place"},
         {"lora_edu": "le.remove_lora(model, merge=True / False)", "PEFT": "model.merge_and_unload() / model.unload()",
          "note": "plain nn.Linear layers again"},
-        {"lora_edu": "le.extract_adapter(model).save(dir, format='peft')", "PEFT": "model.save_pretrained(dir)",
-         "note": "same files: adapter_config.json + adapter_model.safetensors"},
+        {"lora_edu": "le.extract_adapter(model).save(dir, format='peft', overwrite=True)",
+         "PEFT": "model.save_pretrained(dir)", "note": "same files: adapter_config.json + adapter_model.safetensors; "
+         "ours replaces an existing adapter only with overwrite=True (else FileExistsError), PEFT always does"},
         {"lora_edu": "le.load_adapter(model, dir)", "PEFT": "PeftModel.from_pretrained(model, dir) / "
          "model.load_adapter(dir, adapter_name)", "note": "each reads the other's directories"},
         {"lora_edu": "notebook 06: subtract BA, add B'A'", "PEFT": "model.set_adapter(name)",
