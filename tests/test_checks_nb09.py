@@ -1,28 +1,59 @@
-"""Self-checks of notebook 09 accept the right answer and explain typical wrong ones."""
+"""Self-checks of notebook 09: right answers pass, each plausible mistake gets its diagnosis, nothing raises."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
+
 from lora_edu.course import nb09
 from lora_edu.course.checks import nb09 as check
+
+from .test_checks_feedback import FUZZ, FUZZ_IDS, assert_safe, run
+
+
+@pytest.fixture(autouse=True)
+def fresh():
+    check.EX.reset()
 
 
 def test_ex1_matches_the_lab_count(capsys):
     want = nb09.RankLab().count_trainable(check.EX1_TARGETS, check.EX1_R)
-    assert check.ex1(want) is True and "Correct" in capsys.readouterr().out
-    assert check.ex1(want // 2) is False and "one block" in capsys.readouterr().out
-    assert check.ex1(2 * 3 * 8 * 128) is False and "up_proj is not 64×64" in capsys.readouterr().out
-    assert check.ex1(2 * (64 * 64 * 2 + 256 * 64)) is False and "full matrices" in capsys.readouterr().out
-    assert check.ex1(2 * 8 * (64 + 64 + 64)) is False and "both factors" in capsys.readouterr().out
-    assert check.ex1(want + 1) is False and check.ex1(None) is False and check.ex1("9216") is False
-    assert check.ex1(float(want)) is True and check.ex1(want + 0.5) is False
+    assert run(capsys, check.ex1, want)[0] and run(capsys, check.ex1, float(want))[0]
+    assert run(capsys, check.ex1, str(want))[0], "numeric text is read as a number, as in every check"
+    ok, out = run(capsys, check.ex1, None)
+    assert not ok and out.startswith("⏳") and str(want) not in out
+    for wrong, says in [(want // 2, "one block"), (2 * 3 * 8 * 128, "up_proj was taken as 64×64"),
+                        (2 * (64 * 64 * 2 + 256 * 64), "full matrices"), (2 * 8 * (64 + 64 + 64), "both factors"),
+                        (2 * 8 * (64 + 64 + 256), "or only one of the two factors"), (want + 1, "in every block"),
+                        (want + 0.5, "whole")]:
+        ok, out = run(capsys, check.ex1, wrong)
+        assert not ok and says in out and f"{want:,}" not in out
+    ok, out = run(capsys, check.ex1, 2 * 8 * 128, targets=("up_proj",))  # alone, the square mistake is distinct
+    assert not ok and "up_proj is not 64×64" in out
 
 
-def test_ex2(capsys):
-    assert check.ex2(4) is True
-    assert check.ex2(64) is False and "at most r = 4" in capsys.readouterr().out
-    assert check.ex2(0) is False and check.ex2(8) is False and check.ex2(None) is False and check.ex2(4.5) is False
+def test_ex2_predict_then_explain(capsys):
+    ok, out = run(capsys, check.ex2)
+    assert not ok and out.startswith("⏳") and "Measured" not in out
+    ok, out = run(capsys, check.ex2, 1)
+    assert not ok and "ratio after 1 step 1.000" in out and "after 30 steps" in out and "`why`" in out
+    assert run(capsys, check.ex2, 1.0, "a")[0]
+
+
+@pytest.mark.parametrize("prediction, says", [(2, "plain gradient descent"), (0.5, "only the learning rate"),
+                                              (4, "enters twice"), (0.25, "enters twice"), (1.5, "one Adam step"),
+                                              (-1, "never negative")])
+def test_ex2_wrong_predictions(capsys, prediction, says):
+    ok, out = run(capsys, check.ex2, prediction, "a")
+    assert not ok and says in out
+
+
+@pytest.mark.parametrize("why, says", [("b", "plain gradient descent's"), ("c", "sets the size of Adam's first step"),
+                                       ("d", "forward pass")])
+def test_ex2_wrong_explanations(capsys, why, says):
+    ok, out = run(capsys, check.ex2, 1.0, why)
+    assert not ok and says in out
 
 
 @dataclass
@@ -43,20 +74,29 @@ class FakeLab:
 
 def test_ex3_reads_the_runs(capsys):
     lab = FakeLab([FakeRun(1, 0.5), FakeRun(2, 0.95), FakeRun(4, 1.0), FakeRun(8, 1.0)])
-    assert check.ex3(2, lab) is True and "r = 2 is the smallest" in capsys.readouterr().out
-    assert check.ex3(4, lab) is False and "r = 2 already reaches" in capsys.readouterr().out
-    assert check.ex3(1, lab) is False and "only 0.500" in capsys.readouterr().out
-    assert check.ex3(None, lab) is False
-    assert check.ex3(3, lab) is False and "answer one of" in capsys.readouterr().out
-    # a run with other settings does not count
+    assert run(capsys, check.ex3, 2, lab)[0] and run(capsys, check.ex3, "2", lab)[0]
+    ok, out = run(capsys, check.ex3, None, lab)
+    assert not ok and out.startswith("⏳") and "0.95" not in out, "unanswered: no run is read out"
+    for wrong, says in [(4, "a smaller candidate does too"), (1, "reached 0.500"), ("none", "does reach"),
+                        (3, "answer one of"), ("two", "answer one of")]:
+        ok, out = run(capsys, check.ex3, wrong, lab)
+        assert not ok and says in out
+
+
+def test_ex3_needs_the_runs_with_these_settings(capsys):
     other = FakeLab([FakeRun(1, 0.99, steps=500), FakeRun(2, 0.95)])
-    assert check.ex3(2, other) is False and "no run with r in [1]" in capsys.readouterr().out
+    ok, out = run(capsys, check.ex3, 2, other)
+    assert not ok and "no run with r in [1]" in out
     none = FakeLab([FakeRun(r, 0.3) for r in check.EX3_CANDIDATES])
-    assert check.ex3(None, none) is True
-    assert check.ex3(8, none) is False and "None" in capsys.readouterr().out
-    assert check.ex3(None, FakeLab([])) is False and "Not answered" in capsys.readouterr().out
-    assert check.ex3(2, FakeLab([FakeRun(1, 0.3)])) is False and "untested" in capsys.readouterr().out
-    assert check.ex3(2, object()) is False and "RankLab" in capsys.readouterr().out
+    assert run(capsys, check.ex3, "none", none)[0]
+    ok, out = run(capsys, check.ex3, 8, none)
+    assert not ok and "below 0.9" in out
+    ok, out = run(capsys, check.ex3, 2, FakeLab([FakeRun(1, 0.3)]))
+    assert not ok and "Train them too" in out
+    ok, out = run(capsys, check.ex3, 2, object())
+    assert not ok and "RankLab" in out
+    ok, out = run(capsys, check.ex3, 2, FakeLab([object(), FakeRun(1, 0.3), FakeRun(2, 0.95)]))
+    assert ok, "an odd entry in lab.runs is skipped"
 
 
 def test_ex3_with_a_real_lab(capsys):
@@ -64,8 +104,19 @@ def test_ex3_with_a_real_lab(capsys):
     for r in check.EX3_CANDIDATES:
         lab.run_training(r=r, **check.EX3_SETTINGS)
     lab.run_training(r=1, **dict(check.EX3_SETTINGS, steps=10))  # other settings: ignored by the check
-    acc = {run.r: run.accuracy for run in lab.runs[:4]}
-    smallest = next((r for r in check.EX3_CANDIDATES if acc[r] >= check.EX3_THRESHOLD), None)
-    assert check.ex3(smallest, lab) is True
+    acc = {run_.r: run_.accuracy for run_ in lab.runs[:4]}
+    smallest = next((r for r in check.EX3_CANDIDATES if acc[r] >= check.EX3_THRESHOLD), "none")
+    assert run(capsys, check.ex3, smallest, lab)[0]
     wrong = 8 if smallest != 8 else 4
-    assert check.ex3(wrong, lab) is False and "Not yet" in capsys.readouterr().out
+    ok, out = run(capsys, check.ex3, wrong, lab)
+    assert not ok and "Not yet" in out
+
+
+@pytest.mark.parametrize("bad", FUZZ, ids=FUZZ_IDS)
+def test_never_raises(capsys, bad):
+    lab = FakeLab([FakeRun(r, 0.95) for r in check.EX3_CANDIDATES])
+    assert_safe(capsys, check.ex1, bad)
+    assert_safe(capsys, check.ex2, bad)
+    assert_safe(capsys, check.ex2, 1.0, bad)
+    assert_safe(capsys, check.ex3, bad, lab)
+    assert_safe(capsys, check.ex3, 1, bad)

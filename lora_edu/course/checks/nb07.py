@@ -70,10 +70,10 @@ def ex1(fn, seed: int = 0) -> bool:
                     "torch.linalg.svd.")
     g = torch.Generator().manual_seed(seed)
     k = 12
-    cases = [(torch.randn(3, k, generator=g, dtype=torch.float64), torch.randn(k, k, generator=g, dtype=torch.float64),
+    cases = [(torch.randn(k, k, generator=g, dtype=torch.float64), torch.randn(k, k, generator=g, dtype=torch.float64),
+              [(2, 2), (4, 7)]),  # square first: a mix-up of U, V or Vh's rows and columns still runs there
+             (torch.randn(3, k, generator=g, dtype=torch.float64), torch.randn(k, k, generator=g, dtype=torch.float64),
               [(1, 1), (2, 5), (3, 12)]),
-             (torch.randn(k, k, generator=g, dtype=torch.float64), torch.randn(k, k, generator=g, dtype=torch.float64),
-              [(2, 2), (4, 7)]),
              (torch.randn(5, k, generator=g, dtype=torch.float64), torch.randn(2, k, generator=g, dtype=torch.float64),
               [(4, 1), (5, 2)])]
     for A1, A2, ijs in cases:

@@ -51,12 +51,18 @@ def ex1(answer, targets=EX1_TARGETS, r: int = EX1_R) -> bool:
         return ok(f"{want:,} = {_N_BLOCKS} blocks × ({terms}). The rank lab's table shows the same count.")
     if a == per_block:
         return fail("that is one block; every block gets its own A and B.")
-    if a == _N_BLOCKS * sum(r * 128 for _ in targets):
+    square = a == _N_BLOCKS * sum(r * 128 for _ in targets)
+    one_factor = a in (_N_BLOCKS * sum(r * _SHAPES[t][0] for t in targets),
+                       _N_BLOCKS * sum(r * _SHAPES[t][1] for t in targets))
+    if square and one_factor:
+        return fail("either up_proj was taken as 64×64 (it maps 64 inputs to 256 outputs), or only one of the two "
+                    "factors was counted (B is d×r and A is r×k).")
+    if square:
         return fail("up_proj is not 64×64: it maps 64 inputs to 256 outputs.")
+    if one_factor:
+        return fail("count both factors: B is d×r and A is r×k.")
     if a == _N_BLOCKS * sum(_SHAPES[t][0] * _SHAPES[t][1] for t in targets):
         return fail("that is the size of the full matrices (what full fine-tuning trains); LoRA trains r·(d + k).")
-    if a in (_N_BLOCKS * sum(r * _SHAPES[t][0] for t in targets), _N_BLOCKS * sum(r * _SHAPES[t][1] for t in targets)):
-        return fail("count both factors: B is d×r and A is r×k.")
     return fail(f"{a:,} is not it: per matrix r·(d + k), summed over {', '.join(targets)}, in every block.")
 
 
