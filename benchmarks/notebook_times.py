@@ -18,9 +18,10 @@ from pathlib import Path
 
 import nbformat
 import torch
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from nbrun import notebook_client  # noqa: E402  (no 600-second stalls on Output widgets)
 
 
 def target(name: str, mode: str) -> float:
@@ -37,8 +38,8 @@ def run(path: Path, mode: str) -> float:
     os.environ["LORA_EDU_FAST"] = "1" if mode == "fast" else "0"
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures inline, as in JupyterLab
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    notebook_client(nb, timeout=900, kernel_name="python3",
+                    resources={"metadata": {"path": str(path.parent)}}).execute()
     return time.perf_counter() - t0
 
 

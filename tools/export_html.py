@@ -25,12 +25,12 @@ from pathlib import Path
 
 import nbformat
 from jinja2 import DictLoader, pass_context
-from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from course_map import objectives  # noqa: E402
+from nbrun import notebook_client  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -318,8 +318,8 @@ def title_and_goal(nb) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def _kernel_env(fast: bool):
-    """Environment the kernels inherit: the inline matplotlib backend (figures are embedded, never sent to a
-    GUI or an Agg canvas that a widget Output would wait on) and fast or full mode."""
+    """Environment the kernels inherit: the inline matplotlib backend (figures embedded as PNG, as in JupyterLab)
+    and fast or full mode."""
     saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "LORA_EDU_FAST")}
     os.environ.update(MPLBACKEND=INLINE_BACKEND, LORA_EDU_FAST="1" if fast else "0")
     try:
@@ -335,8 +335,8 @@ def _kernel_env(fast: bool):
 def execute(path: Path, timeout: int = 600, fast: bool = False):
     nb = nbformat.read(path, as_version=4)
     with _kernel_env(fast):
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        notebook_client(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+                        resources={"metadata": {"path": str(path.parent)}}).execute()
     return nb
 
 
@@ -350,18 +350,20 @@ def export(notebooks: list[Path], out: Path, reuse: Path | None = None, fast: bo
         t0 = time.perf_counter()
         nb = nbformat.read(cached, as_version=4) if cached is not None and cached.exists() else execute(path, fast=fast)
         title, goal = title_and_goal(nb)
-        executed.append((rel, nb, time.perf_counter() - t0))
+        executed.append((rel, nb))
+        print(f"{rel}: {'read' if cached is not None and cached.exists() else 'ran'} in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
         rows.append((rel.with_suffix(".html").as_posix(), title or rel.stem, goal))
     pages = [(Path(h), t) for h, t, _ in rows]
     exporter = OfflineHTMLExporter()
-    for i, (rel, nb, seconds) in enumerate(executed):
+    for i, (rel, nb) in enumerate(executed):
         nb.metadata["title"] = pages[i][1]
         body, _ = exporter.from_notebook_node(static_outputs(nb), resources={
             "lora_nav": nav_html(pages, i), "lora_note": NOTE, "metadata": {"name": rel.stem}})
         target = out / pages[i][0]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body, encoding="utf-8")
-        print(f"{rel}: {seconds:.1f} s -> {target}", flush=True)
+        print(f"wrote {target}", flush=True)
     for err in exporter.math_errors:
         print(f"warning: {err}", file=sys.stderr)
     items = "\n".join(f'<li><a href="{html.escape(h)}">{html.escape(t)}</a>'
