@@ -57,7 +57,8 @@ def test_readme_lists_every_torch_index_choice():
     assert "Bring your own torch" in section and "pip install -e ." in section
 
 
-SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for d in ("tools", "benchmarks") for p in (ROOT / d).glob("*.py"))
+SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for d in ("tools", "benchmarks") for p in (ROOT / d).glob("*.py")
+                 if '__name__ == "__main__"' in p.read_text())  # scripts, not helper modules such as tools/nbrun.py
 # Tracked files some script can write: none may change when a script is only asked for --help.
 WRITTEN = ["README.md", "lora_edu/data/toy_pretrained.safetensors", *sorted(
     p.relative_to(ROOT).as_posix() for d in ("notebooks/solutions", "benchmarks/results")
