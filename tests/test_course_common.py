@@ -142,3 +142,10 @@ def test_per_run_scalings_match_separate_runs():
         assert torch.allclose(both["loss"][i], one["loss"][0], atol=1e-6)
     with pytest.raises(ValueError, match="scaling"):
         matrix_fit.fit_lora(T, 2, [1e-2, 1e-2], 3, [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("d, k, r", [(10**400, 10**400, 1), (4, 10**400, 2), (True, 4, 1), (4, 4, 0), (0, 4, 1)])
+def test_param_count_summary_answers_with_a_message(d, k, r):
+    """A slider callback: bad or out-of-range settings give a message, never an exception."""
+    msg = common.param_count_summary(d, k, r)
+    assert isinstance(msg, str) and msg

@@ -295,9 +295,13 @@ def param_count_summary(d, k, r) -> dict | str:
     if r < 1:
         return (f"r = {r}: LoRA needs at least one rank (B is d×r, A is r×k); with r = 0 there is no update "
                 f"to train and no compression ratio to compute.")
+    try:
+        ratio = compression_ratio(d, k, r)  # checks that d, k, r stay in float range
+    except ValueError as e:
+        return f"Cannot count this setting: {e}."
     full = d * k
     lora = lora_param_count(d, k, r)
-    out = {"d": d, "k": k, "r": r, "full": full, "lora": lora, "ratio": compression_ratio(d, k, r),
+    out = {"d": d, "k": k, "r": r, "full": full, "lora": lora, "ratio": ratio,
            "fraction": lora / full, "break_even_r": d * k / (d + k), "note": ""}
     if r > min(d, k):
         out["note"] = (f"r = {r} > min(d, k) = {min(d, k)}: B·A can never have rank above {min(d, k)}, "
@@ -306,7 +310,6 @@ def param_count_summary(d, k, r) -> dict | str:
         out["note"] = (f"At r = {r} the factors store {lora:,} ≥ {full:,} numbers: no saving. "
                        f"LoRA only pays off for r < d·k/(d + k) ≈ {out['break_even_r']:.1f}.")
     return out
-
 
 
 def train_lora(task, *, base: nn.Module | None = None, targets=("q_proj", "v_proj"), r: int = 4,
