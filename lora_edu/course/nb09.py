@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..inject import count_parameters, linear_names, lora_layers
+from ..inject import count_parameters, linear_names, lora_layers, normalize_targets
 from ..lowrank import effective_rank, lora_param_count, singular_values
 from ..pretrained import load_pretrained
 from ..runtime import check_number, get_device
@@ -151,14 +151,9 @@ class RankLab:
     # -- validation: ValueError / TypeError naming the control --------------------------------------
     @staticmethod
     def _check_targets(targets) -> tuple[str, ...]:
-        if isinstance(targets, str):
-            targets = (targets,)
-        try:
-            targets = tuple(targets)
-        except TypeError as e:
-            raise TypeError(f"targets must be a list of matrix names from {TARGETS}, got {targets!r}") from e
-        if not targets:
+        if isinstance(targets, (list, tuple)) and not targets:
             raise ValueError("targets: choose at least one matrix to adapt (for example q_proj and v_proj)")
+        targets = normalize_targets(targets)  # the core's rule: a name or a sequence of names
         bad = [t for t in targets if t not in TARGETS]
         if bad:
             raise ValueError(f"targets: unknown matrix {bad[0]!r}; choose from {TARGETS}")
