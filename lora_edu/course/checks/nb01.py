@@ -145,8 +145,8 @@ def ex3(answer, d: int = 49152, k: int = 12288, r: int = 8) -> bool:
         return fail(problem)
     if n == truth:
         return ok(f"B ({d}×{r}) and A ({r}×{k}) hold {truth:,} numbers instead of d·k = {d * k:,}: "
-                  f"{d * k / truth:,.0f}× fewer. A wide matrix saves less than a square one of the same width "
-                  "would, but still thousands of times.")
+                  f"{d * k / truth:,.0f}× fewer, against {k / (2 * r):,.0f}× for a square {k}×{k} matrix at the "
+                  "same r — the saving grows with both sides of the matrix.")
     if n == d * k:
         return fail("that is d·k, the size of the full update ΔW; LoRA stores B and A instead.")
     if n in (r * d, r * k):

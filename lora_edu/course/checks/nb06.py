@@ -159,7 +159,7 @@ def ex3(prediction=None, why=None) -> bool:
         diag = "any δ at all would need a number system without gaps; bfloat16 has gaps next to 1.0."
     else:
         diag = "work out how far apart the bfloat16 numbers next to 1.0 are, then where 1 + δ is rounded to."
-    return judge_prediction(v, first, f"δ up to {t:.6g} vanishes: 1 + δ is stored as 1.0. (And merging then "
+    return judge_prediction(v, first, f"δ up to {t:.4g} vanishes: 1 + δ is stored as 1.0. (And merging then "
                             f"unmerging δ = 0.002 leaves the weight at {after:g}, not 1.0.)", near(t), diag, why,
                             REASONS3, "a",
                             "bfloat16 keeps 8 significant bits, so next to 1.0 its numbers are 2⁻⁷ apart and a "

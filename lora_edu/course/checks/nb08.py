@@ -207,7 +207,8 @@ def ex4(strategy=None, cost=None, base=None, adapters=None) -> bool:
         return fail(problem)
     if letter != COSTS4[strategy]:
         return fail(_COST_MSG[letter])
-    paid = ("memory: one extra copy of every adapted matrix while merged" if letter == "b" else
-            "time: every forward pass runs the two extra small matmuls of each LoRA layer")
+    paid = {"keep_original": "memory: a copy of every adapted matrix, in the weights' dtype, while merged",
+            "fp32_master": "memory: a float32 copy of every adapted matrix, kept all the time",
+            "unmerged": "time: every forward pass runs the two extra small matmuls of each LoRA layer"}[strategy]
     return ok(f"'{strategy}' gives W0 back bit for bit after 100 switches, and pays in {paid}. Exact switching is "
               "never free; choose the currency your server can afford.")

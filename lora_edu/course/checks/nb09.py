@@ -120,7 +120,8 @@ def ex2(prediction=None, why=None) -> bool:
         diag = "work out what A and B look like after one Adam step from B = 0."
     return judge_prediction(v, first, f"ratio after 1 step {ratio[1]:.5f}; after 30 steps {ratio[30]:.3f}",
                             near(ratio[1]), diag, why, REASONS2, "a",
-                            "Adam's first step moves every entry of B by exactly lr (the gradient's size cancels), "
+                            "Adam's first step moves every entry of B by lr (the gradient's size cancels, up to "
+                            "Adam's tiny ε), "
                             "and A has no gradient while B = 0. So ΔW after one step is proportional to α·lr. Later "
                             "A moves by about lr too, without the α, and the two runs part ways: 'tuning α is "
                             "roughly the same as tuning the learning rate' (§4.1) — roughly, as measured.")
