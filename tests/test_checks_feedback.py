@@ -283,6 +283,7 @@ def test_student_edition_runs_from_its_own_folder(tmp_path):
     outs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "CPU: not measured yet" not in outs and "CPU (" in outs
     assert not any("solution" in c.metadata.get("tags", []) for c in nb.cells)
+    assert "Student edition" in nb.cells[0].source and nb.cells[0].source.startswith("# 00")
 
 
 def test_the_magic_is_registered_only_inside_ipython():

@@ -14,10 +14,17 @@ import nbformat
 TAG = "solution"
 
 
+NOTE = ("\n\n> **Student edition.** The worked solutions are not in this copy: where the text mentions a hidden "
+        "solution cell, ask your instructor (they build them with `make solutions`).")
+
+
 def strip_solutions(nb):
-    """The notebook without solution-tagged cells, outputs cleared."""
+    """The notebook without solution-tagged cells, outputs cleared, its title cell saying it is the student edition."""
     nb = nbformat.from_dict(nb)
-    nb.cells = [c for c in nb.cells if TAG not in c.get("metadata", {}).get("tags", [])]
+    kept = [c for c in nb.cells if TAG not in c.get("metadata", {}).get("tags", [])]
+    if len(kept) < len(nb.cells) and kept and kept[0].cell_type == "markdown":
+        kept[0].source += NOTE
+    nb.cells = kept
     for c in nb.cells:
         if c.cell_type == "code":
             c.outputs, c.execution_count = [], None
