@@ -30,6 +30,11 @@ The protocol, for every exercise of the course (notebook 10's checks can adopt i
 7. The answer lives only in the solution cells and the solutions edition. A solution cell starts with
    `%%solution nbNN.exK`: on Run All it prints that it is hidden and runs nothing. `show_solutions()` (or the
    environment variable LORA_EDU_SOLUTIONS=1, which the tests set) runs it.
+
+Adopting it in a checks module that predates it (notebook 10's): replace its own hint list, seen-counter and
+never-raise decorator by `EX = Exercises("nb10", hints=...)`, `hint = EX.hint` and `@EX.check(k)` on each check;
+parse answers with `read_number` / `read_choice` / `call`; finish a prediction exercise with `judge_prediction`;
+start each solution cell with `%%solution nb10.exK`. ok / fail / not_answered / as_number keep their meaning.
 """
 
 from __future__ import annotations
