@@ -212,7 +212,7 @@ def test_solution_cells_are_hidden_until_asked_for(shell, capsys, monkeypatch):
     assert not result.success
 
 
-MAIN = sorted(NOTEBOOKS.glob("0[0-9]_*.ipynb"))
+MAIN = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
 def _cells(path):
