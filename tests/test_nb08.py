@@ -256,13 +256,101 @@ def test_delta_cosine():
         nb08.delta_cosine(a, {"z": torch.ones(1)})
 
 
-def test_verdict_and_summary():
-    assert nb08.verdict(True) == "true" and nb08.verdict(False) == "false"
-    assert nb08.verdict(False, True) == "true under these conditions"
+T = {"equal_rel": 1e-5, "constant_shift": 0.5, "restore_tol": 0.0, "detail_drop": 0.05, "nonsense": 0.2,
+     "conflict": 0.5, "dense": 0.9, "limp": 0.05, "skew": 0.05, "quality_drop": 0.02}
+
+
+@pytest.mark.parametrize("args, value, words", [
+    ((2e-6, 0.07), nb08.CONDITIONAL, ["7.0%", "depends on the input"]),
+    ((2e-6, 0.8), nb08.TRUE, ["80%", "like a bias"]),
+    ((3e-3, 0.07), nb08.UNSETTLED, ["3.0e-03", "cannot call them one function"]),
+])
+def test_verdict_claim1_every_value(args, value, words):
+    v, sentence = nb08.verdict_claim1(*args, T)
+    assert v == value and all(w in sentence for w in words)
+
+
+@pytest.mark.parametrize("args, value", [((0.0, 0.0), nb08.TRUE), ((0.15, 0.0), nb08.CONDITIONAL),
+                                         ((0.15, 1e-3), nb08.FALSE)])
+def test_verdict_claim2_every_value(args, value):
+    v, sentence = nb08.verdict_claim2(*args, T)
+    assert v == value and ("1.5e-01" in sentence) == (args[0] == 0.15)
+    assert nb08.verdict_claim2(1e-7, 0.0, {**T, "restore_tol": 1e-6})[0] == nb08.TRUE  # the tolerance is used
+
+
+def test_growth_exponent():
+    n = [1, 10, 100, 1000]
+    assert nb08.growth_exponent(n, [3e-3 * k ** 0.5 for k in n]) == pytest.approx(0.5)
+    assert nb08.growth_exponent(n, [2.0 * k for k in n]) == pytest.approx(1.0)
+    assert nb08.growth_exponent(n, [0.0, 0.0, 0.0, 1.0]) != nb08.growth_exponent(n, [0.0, 0.0, 0.0, 1.0])  # nan
+
+
+def test_answer_conflict():
+    assert nb08.answer_conflict(["reverse", "reverse"], 64) == 0.0
+    assert nb08.answer_conflict(["reverse", "increment"], 256) > 0.95  # increment changes every digit
+    with pytest.raises(ValueError):
+        nb08.answer_conflict(["reverse", "nope"])
+
+
+@pytest.mark.parametrize("means, switch_mean, restores, conflict, value, words", [
+    ({1: 0.99, 2: 0.97, 3: 0.96}, 0.98, True, 0.0, nb08.FALSE, ["within the 0.05"]),
+    ({1: 0.99, 2: 0.10, 3: 0.09}, 0.90, True, 1.0, nb08.CONDITIONAL,
+     ["only when merged at once", "cliff", "from N = 1 to 2", "below the nonsense", "100% of prompts"]),
+    ({1: 0.99, 2: 0.70, 3: 0.40, 4: 0.3}, 0.95, True, 0.1, nb08.CONDITIONAL,
+     ["gradual decline", "not down to nonsense", "agree on 90%"]),
+    ({1: 0.99, 2: 0.60, 3: 0.15}, 0.95, False, 0.1, nb08.TRUE, ["gradual", "did not give the base back"]),
+])
+def test_verdict_claim3_every_value(means, switch_mean, restores, conflict, value, words):
+    v, sentence = nb08.verdict_claim3(means, switch_mean, restores, conflict, T)
+    assert v == value and all(w in sentence for w in words), sentence
+
+
+@pytest.mark.parametrize("args, value", [((0.99, 4, 4, 0.50, 1.00), nb08.TRUE), ((0.99, 4, 4, 0.99, 1.00),
+                                          nb08.CONDITIONAL), ((0.30, 4, 4, 0.99, 1.00), nb08.FALSE),
+                                         ((0.99, 12, 4, 0.50, 1.00), nb08.FALSE)])
+def test_verdict_claim4_every_value(args, value):
+    v, sentence = nb08.verdict_claim4(*args, T)
+    assert v == value and f"{args[3]:.2f}" in sentence or v == nb08.FALSE and f"rank {args[1]}" in sentence
+
+
+@pytest.mark.parametrize("args, value", [((1.0, 0.0, 1.0, True), nb08.CONDITIONAL), ((1.0, 0.4, 1.0, True),
+                                          nb08.TRUE), ((1.0, 0.0, 0.0, True), nb08.FALSE),
+                                         ((1.0, 0.0, 1.0, False), nb08.FALSE)])
+def test_verdict_claim5a_every_value(args, value):
+    v, sentence = nb08.verdict_claim5a(*args, T)
+    assert v == value and f"{args[1]:.2f}" in sentence
+    assert ("by construction" in sentence) == (value == nb08.CONDITIONAL)
+
+
+@pytest.mark.parametrize("args, value, word", [((0.05, 0.08), nb08.TRUE, "both"),
+                                               ((0.0, 0.08), nb08.CONDITIONAL, "same fix twice"),
+                                               ((0.05, 0.0), nb08.CONDITIONAL, "complementary pair"),
+                                               ((0.0, 0.01), nb08.FALSE, "neither")])
+def test_verdict_claim5b_every_value(args, value, word):
+    v, sentence = nb08.verdict_claim5b(*args, T)
+    assert v == value and word in sentence and f"{args[1]:+.3f}" in sentence
+
+
+def test_verdicts_need_their_thresholds():
+    with pytest.raises(ValueError, match="constant_shift"):
+        nb08.verdict_claim1(1e-6, 0.1, {"equal_rel": 1e-5})
+    with pytest.raises(TypeError, match="thresholds"):
+        nb08.verdict_claim5b(0.0, 0.0, None)
+
+
+def test_summary_markdown():
     md = nb08.summary_markdown([{"claim": "a|b", "verdict": "true", "numbers": "x=1", "evidence": "§1"}])
     assert md.count("\n") == 2 and "a\\|b" in md
     with pytest.raises(ValueError):
         nb08.summary_markdown([])
+
+
+def test_full_finetune_sweep_keeps_the_best(pretrained):
+    model, acc, lr, accs = nb08.full_finetune_sweep(pretrained, "increment", 3, lrs=(1e-4, 3e-3), n_examples=16)
+    assert set(accs) == {1e-4, 3e-3} and acc == max(accs.values()) and accs[lr] == acc
+    assert not any(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="lrs"):
+        nb08.full_finetune_sweep(pretrained, "increment", 3, lrs=())
 
 
 # ---- plots ------------------------------------------------------------------------------------

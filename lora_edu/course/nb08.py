@@ -57,6 +57,22 @@ def full_finetune(base: nn.Module, task, steps: int, lr: float = 1e-3, seed: int
     return model.eval(), hist["accuracy"][-1]
 
 
+def full_finetune_sweep(base: nn.Module, task, steps: int, lrs=(1e-3, 3e-3, 1e-2), seed: int = 0,
+                        n_examples: int = 512):
+    """full_finetune at each learning rate in `lrs`; returns (best model, its accuracy, its lr, {lr: accuracy}).
+
+    A fair LoRA-versus-full comparison gives full fine-tuning its own best learning rate, not LoRA's."""
+    lrs = list(lrs)
+    if not lrs or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs):
+        raise ValueError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
+    best, accs = None, {}
+    for lr in lrs:
+        model, accs[lr] = full_finetune(base, task, steps, lr=lr, seed=seed, n_examples=n_examples)
+        if best is None or accs[lr] > best[1]:
+            best = (model, accs[lr], lr)
+    return (*best, accs)
+
+
 def weight_deltas(before: nn.Module, after: nn.Module, names=None) -> dict[str, torch.Tensor]:
     """{Linear name: W_after − W_before} in float64 on the CPU (default: every nn.Linear of `before`)."""
     check_model(before)
@@ -328,7 +344,8 @@ def delta_anatomy(W0, delta_W, r: int, changed_tol: float = 1e-3, rank_tol: floa
     """Describe one weight update ΔW next to its W0.
 
     singular_values; rank (numerical, σ > rank_tol·σ1); effective_rank (fewest directions holding
-    `energy_fraction` of ‖ΔW‖²); energy_top_r (share of ‖ΔW‖² in the top r directions); frac_changed (share of
+    `energy_fraction` of ‖ΔW‖²); energy_top1 / energy_top_r (share of ‖ΔW‖² in the top 1 / top r directions: near
+    1 for the top one means ΔW ≈ σ₁u₁v₁ᵀ, every row one pattern v₁ scaled by u₁ᵢ); frac_changed (share of
     entries with |ΔW| > changed_tol·max|W0|); relative_norm ‖ΔW‖/‖W0‖; row_rank / col_rank: how many distinct
     directions the d rows and k columns of ΔW span (= rank); amplification (§7.3, U, V from ΔW's top r).
     """
@@ -350,7 +367,7 @@ def delta_anatomy(W0, delta_W, r: int, changed_tol: float = 1e-3, rank_tol: floa
     rank = int((s > rank_tol * s[0]).sum())
     proj = projection_norms(W0, dW, r)
     return {
-        "singular_values": s, "rank": rank, "effective_rank": eff, "energy_top_r": cum[r - 1],
+        "singular_values": s, "rank": rank, "effective_rank": eff, "energy_top1": cum[0], "energy_top_r": cum[r - 1],
         "frac_changed": float((dW.abs() > changed_tol * W0.abs().max()).double().mean()),
         "relative_norm": float(dW.norm() / W0.norm()), "amplification": proj["amplification"],
         "delta_dirs": proj["delta_dirs"], "W_dirs": proj["W_dirs"], "random_dirs": proj["random_dirs"],
@@ -473,14 +490,150 @@ def delta_cosine(d1: dict, d2: dict) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# the verdicts: each one a function of measured numbers and thresholds stated up front, returning
+# (value, sentence); the sentence is rendered from the same numbers, so it can never disagree with them
+TRUE, FALSE, CONDITIONAL, UNSETTLED = "true", "false", "true under conditions", "not settled"
+
+
+def _need(thresholds, *keys) -> list[float]:
+    if not isinstance(thresholds, dict):
+        raise TypeError(f"thresholds must be a dict {{name: number}}, got {type(thresholds).__name__}")
+    missing = [k for k in keys if k not in thresholds]
+    if missing:
+        raise ValueError(f"thresholds: missing {missing}")
+    return [float(thresholds[k]) for k in keys]
+
+
+def verdict_claim1(rel_diff: float, constant_share: float, thresholds: dict) -> tuple[str, str]:
+    """Claim 1, "a LoRA shifts each layer's output": rel_diff = max |merged − unmerged logit| / max |logit|;
+    constant_share = share of ‖Δh‖² that is one constant vector (shift_decomposition's constant_fraction)."""
+    eq, shift = _need(thresholds, "equal_rel", "constant_shift")
+    if not rel_diff < eq:
+        return UNSETTLED, (f"merged and unmerged logits differ by {rel_diff:.1e} of the largest logit, not below the "
+                           f"{eq:.0e} that counts as equal, so this run cannot call them one function")
+    same = f"merged and unmerged are one function (they agree to {rel_diff:.0e}, below {eq:.0e})"
+    if constant_share > shift:
+        return TRUE, (f"{same}, and {constant_share:.0%} of ‖Δh‖² is one constant vector (over {shift:.0%}): on this "
+                      "layer the LoRA acts like a bias, a shift of the output — computed by changed weights")
+    return CONDITIONAL, (f"{same}; the output does move, but only {constant_share:.1%} of ‖Δh‖² is one constant shift "
+                         f"(a shift would need over {shift:.0%}): Δh = sBAx depends on the input, which is what a "
+                         "weight change does — 'shift' and 'weight change' are two names for one function")
+
+
+def verdict_claim2(subtract_drift: float, kept_drift: float, thresholds: dict) -> tuple[str, str]:
+    """Claim 2, "remove the LoRA and the base comes back": subtract_drift = largest max |W − W0| after merging and
+    subtracting (every dtype and switch count); kept_drift = the same for the strategies that keep W0."""
+    (tol,) = _need(thresholds, "restore_tol")
+    if subtract_drift <= tol and kept_drift <= tol:
+        return TRUE, (f"every strategy gives W0 back to within {tol:g}, merge-and-subtract included (largest drift "
+                      f"{max(subtract_drift, kept_drift):.1e})")
+    if kept_drift <= tol:
+        return CONDITIONAL, (f"exact only if W0 is kept: those strategies drift {kept_drift:g} (≤ {tol:g}), while "
+                             f"merging then subtracting leaves up to {subtract_drift:.1e}")
+    return FALSE, (f"no strategy gives W0 back to within {tol:g}: keeping W0 drifts {kept_drift:.1e}, subtracting "
+                   f"{subtract_drift:.1e}")
+
+
+def growth_exponent(switches, drifts) -> float:
+    """Slope p of a least-squares fit drift ∝ switchesᵖ on log–log axes (points with drift 0 left out; nan if fewer
+    than two remain): p = 0.5 is a random walk of independent roundings, p = 1 errors that all push one way."""
+    pts = [(math.log(s), math.log(d)) for s, d in zip(switches, drifts) if s > 0 and d > 0]
+    if len(pts) < 2:
+        return float("nan")
+    mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+    den = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / den if den > 0 else float("nan")
+
+
+def answer_conflict(tasks, n_examples: int = 512, seed: int = EVAL_SEED) -> float:
+    """Share of random prompts on which the tasks demand different answers (1.0: no prompt has one right answer
+    for all of them, so no single model — merged or not — can serve them all at once)."""
+    tasks = [get_task(t) for t in tasks]
+    check_int(n_examples, "n_examples")
+    x = tasks[0].sample_x(n_examples, torch.Generator().manual_seed(seed))
+    ys = torch.stack([t.fn(x) for t in tasks])
+    return float((ys != ys[:1]).any(dim=2).any(dim=0).double().mean())
+
+
+def verdict_claim3(merged_means: dict, switch_mean: float, switch_restores: bool, conflict_share: float,
+                   thresholds: dict) -> tuple[str, str]:
+    """Claim 3, "each added LoRA costs detail, until nonsense": merged_means = {N: mean accuracy on the N tasks
+    with the first N adapters merged at once}; switch_mean = their mean when switched one at a time;
+    switch_restores = whether switching gave the base task back exactly; conflict_share = answer_conflict.
+    The fall is called a cliff when one step of N holds over 2/3 of it."""
+    drop, nonsense, conflict = _need(thresholds, "detail_drop", "nonsense", "conflict")
+    ns = sorted(merged_means)
+    if not ns:
+        raise ValueError("merged_means must hold at least one N")
+    last = merged_means[ns[-1]]
+    steps = [(merged_means[a] - merged_means[b], a, b) for a, b in zip(ns, ns[1:])]
+    total = merged_means[ns[0]] - last
+    fall = f"merging {ns[-1]} at once: mean accuracy {last:.2f} against {switch_mean:.2f} when switched"
+    if switch_mean - last <= drop:
+        return FALSE, f"{fall}, within the {drop:.2f} that counts as losing detail"
+    worst = max(steps) if steps else (0.0, ns[0], ns[0])
+    shape = (f"a cliff, not a gradual loss: {worst[0] / total:.0%} of the fall happens from N = {worst[1]} to "
+             f"{worst[2]}" if total > 0 and worst[0] > 2 / 3 * total else "a gradual decline with N")
+    end = f"below the nonsense level {nonsense:.2f}" if last < nonsense else f"not down to nonsense ({nonsense:.2f})"
+    why = (f"; the tasks demand different answers to {conflict_share:.0%} of prompts, so no merge can keep them all "
+           "— this test cannot tell 'more adapters' from 'conflicting adapters'" if conflict_share >= conflict else
+           f"; the tasks agree on {1 - conflict_share:.0%} of prompts")
+    if not switch_restores:
+        return TRUE, f"{fall} ({shape}, {end}), and switching did not give the base back either{why}"
+    return CONDITIONAL, (f"only when merged at once — {fall} ({shape}, {end}); switching loses nothing and gives the "
+                         f"base back exactly{why}")
+
+
+def verdict_claim4(frac_changed: float, rank: int, r: int, acc_lora: float, acc_full: float,
+                   thresholds: dict) -> tuple[str, str]:
+    """Claim 4, "a LoRA bludgeons every value with the same few deltas, and the model limps": frac_changed = the
+    smallest share of entries a LoRA ΔW changes; rank = the largest rank among them; acc_* = task accuracy."""
+    dense, limp = _need(thresholds, "dense", "limp")
+    coarse = frac_changed > dense and rank <= r
+    what = (f"the LoRA changes {frac_changed:.0%} of the entries with a ΔW of rank {rank} "
+            f"(dense: over {dense:.0%}; few deltas: rank ≤ r = {r})")
+    acc = f"accuracy {acc_lora:.2f} against full fine-tuning's {acc_full:.2f}"
+    if not coarse:
+        return FALSE, f"{what}: not the broad-strokes update the claim describes"
+    if acc_full - acc_lora > limp:
+        return TRUE, f"{what}, and it falls short: {acc} (more than {limp:.2f} below)"
+    return CONDITIONAL, (f"broad strokes, yes — {what} — but the model does not limp: {acc} "
+                         f"(within {limp:.2f})")
+
+
+def verdict_claim5a(skew_biased: float, skew_fixed: float, skew_removed: float, weights_identical: bool,
+                    thresholds: dict) -> tuple[str, str]:
+    """Claim 5a, "a LoRA can't remove a bias in the base weights": skew of the biased model, with the corrective
+    LoRA, and after removing it; weights_identical = the weights after removal equal the biased model's."""
+    (thr,) = _need(thresholds, "skew")
+    if not skew_fixed < thr:
+        return TRUE, (f"the LoRA leaves skew at {skew_fixed:.2f} (from {skew_biased:.2f}; corrected means below "
+                      f"{thr:.2f}): here it does not remove the biased behaviour")
+    if weights_identical and skew_removed == skew_biased:
+        return CONDITIONAL, (f"it removes the behaviour while on (skew {skew_biased:.2f} → {skew_fixed:.2f}, below "
+                             f"{thr:.2f}) but not the bias in W0: removed, the skew is back at {skew_removed:.2f} — "
+                             "true by construction, since an unmerged LoRA never writes to W0")
+    return FALSE, (f"skew {skew_biased:.2f} → {skew_fixed:.2f} with the LoRA and {skew_removed:.2f} after removing it "
+                   f"(weights identical to the biased model: {weights_identical})")
+
+
+def verdict_claim5b(pair_drop: float, double_drop: float, thresholds: dict) -> tuple[str, str]:
+    """Claim 5b, "stacking corrective LoRAs degrades quality": quality lost (copy accuracy, against one full fix)
+    by two complementary fixes stacked (pair_drop) and by the same fix stacked twice (double_drop)."""
+    (thr,) = _need(thresholds, "quality_drop")
+    hurt_pair, hurt_double = pair_drop > thr, double_drop > thr
+    nums = (f"complementary fixes stacked lose {pair_drop:+.3f}, the same fix twice {double_drop:+.3f} "
+            f"(degraded means a loss over {thr:.2f})")
+    if hurt_pair and hurt_double:
+        return TRUE, f"both stacks degrade quality: {nums}"
+    if hurt_pair or hurt_double:
+        which = "the same fix twice (overlapping updates)" if hurt_double else "the complementary pair"
+        return CONDITIONAL, f"only {which} degrades: {nums}"
+    return FALSE, f"neither stack degrades quality: {nums}"
+
+
+# ---------------------------------------------------------------------------------------------
 # the summary
-def verdict(condition_true: bool, condition_partly: bool = False) -> str:
-    """'true' / 'true under these conditions' / 'false' from measured conditions."""
-    if condition_true:
-        return "true"
-    return "true under these conditions" if condition_partly else "false"
-
-
 def summary_markdown(rows: list[dict]) -> str:
     """A Markdown table from rows {claim, verdict, evidence, numbers}."""
     if not isinstance(rows, list) or not rows:
@@ -549,7 +702,8 @@ def plot_shift(h_delta, h_base=None, n_show: int = 40, title: str = "What the Lo
     fig.colorbar(im, ax=a1, shrink=0.8)
     a1.set_xlabel("output feature")
     a1.set_ylabel("token (input x)")
-    a1.set_title("Δh per token: not one constant shift")
+    share = shift_decomposition(torch.as_tensor(hd))["constant_fraction"]
+    a1.set_title(f"Δh per token (share of ‖Δh‖² that is one constant shift: {share:.2f})", fontsize=9)
     s = np.linalg.svd(hd, compute_uv=False)
     s = np.maximum(s / s[0], _FLOOR)
     a2.semilogy(np.arange(1, len(s) + 1), s, "o-", ms=3)
