@@ -68,7 +68,8 @@ def test_run_record(fresh):
     with pytest.raises(ValueError, match="fraction"):
         run.effective_ranks(0)
     row = fresh.table_rows()[0]
-    assert row["run"] == 1 and row["r"] == 2 and row["trainable"] == run.trainable and row["note"] == ""
+    assert row["run"] == 1 and row["r"] == 2 and row["trainable"] == run.trainable
+    assert (row["note"] == "") == (run.status[0] == "ok") and run.status[1] in row["note"]
     assert 0 <= row["final accuracy"] <= 1 and row["time (s)"] > 0
     base_total = sum(p.numel() for p in fresh.base_model().parameters())
     assert math.isclose(row["trainable %"], 100 * run.trainable / base_total)  # of the pretrained model
@@ -115,10 +116,67 @@ def test_lr_extremes(fresh):
 def test_extreme_alpha_and_lr_together_give_a_readable_result(fresh):
     msg = fresh.on_train(**_settings(r=1, alpha=nb09.ALPHA_RANGE[1], lr=nb09.LR_RANGE[1]))
     run = fresh.runs[-1]
-    assert msg.startswith(f"Run #{run.id} done") and 0.0 <= run.accuracy <= 1.0
+    assert 0.0 <= run.accuracy <= 1.0
     finite = all(math.isfinite(v) for v in run.loss) and all(len(s) for s in run.spectra.values())
     assert run.diverged == (not finite)
-    assert ("diverged" in msg) == run.diverged
+    status, reason = run.status
+    assert msg.startswith(f"Run #{run.id} done") == (status == "ok")
+    assert msg.startswith(f"⚠️ Run #{run.id} {nb09.STATUS_TEXT[status]}: {reason}") != (status == "ok")
+
+
+def test_the_hottest_corner_is_labelled_at_chance(fresh):
+    """The notebook's setting (reverse, q+v, r = 1, α = 128, lr 0.1) at fast mode's 60 steps ends at ln 10."""
+    msg = fresh.on_train("reverse", ("q_proj", "v_proj"), r=1, alpha=128.0, lr=0.1, steps=60)
+    run = fresh.runs[-1]
+    assert run.status[0] == "collapsed" and msg.startswith("⚠️ Run #1 collapsed to chance: final loss")
+    assert "lower the learning rate" in msg
+    assert "collapsed to chance" in fresh.table_html() and "collapsed" in fresh.table_rows()[-1]["note"]
+    fig = fresh.figure_curves()
+    assert fig.axes[0].lines[0].get_linestyle() == "--" and "collapsed" in fig.legends[0].texts[0].get_text()
+
+
+CHANCE = math.log(10)
+
+
+@pytest.mark.parametrize("loss, acc, base, status", [
+    ([3.0, 1.0, 0.2, 0.1], 0.9, 0.1, "ok"),
+    ([3.0, float("nan"), 1.0], 0.1, 0.1, "diverged"),
+    ([3.0, 2.0, float("inf")], 0.1, 0.1, "diverged"),
+    ([3.0, 1.0, 0.5], float("nan"), 0.1, "diverged"),
+    ([5.0, 4.0] + [CHANCE] * 18, 0.1, 0.1, "collapsed"),
+    ([5.0] * 18 + [0.99 * CHANCE] * 2, 0.3, 0.1, "collapsed"),   # the tail is within 2 % of chance
+    ([1.0] * 18 + [1.1 * CHANCE] * 2, 0.3, 0.1, "collapsed"),
+    ([1.0] * 18 + [0.97 * CHANCE] * 2, 0.3, 0.1, "ok"),           # 3 % below chance: learning
+    ([9.0] * 18 + [6.0] * 2, 0.3, 0.1, "above chance"),          # confidently wrong, still falling
+    ([3.0] * 9 + [0.5], 0.2, 0.2, "no gain"),                     # accuracy = the pretrained level
+    ([3.0] * 9 + [0.5], 0.1, 0.2, "no gain"),
+])
+def test_run_status_every_label(loss, acc, base, status):
+    got, reason = nb09.run_status(loss, acc, base)
+    assert got == status and (reason == "") == (status == "ok")
+    if status in ("collapsed", "above chance"):
+        assert "ln 10 = 2.30" in reason and f"{sum(loss[-2:]) / 2:.2f}" in reason
+    if status == "no gain":
+        assert f"{acc:.3f} ≤" in reason and f"{base:.3f}" in reason
+    with pytest.raises(ValueError, match="loss"):
+        nb09.run_status([], acc, base)
+
+
+def _run(r, acc, **kw):
+    s = dict(id=r, task="reverse", targets=("q_proj", "v_proj"), r=r, alpha=8.0, lr=1e-2, steps=300, trainable=1,
+             total=2, accuracy=acc, seconds=1.0, step=[1], loss=[0.1], eval_step=[0, 300], eval_accuracy=[0.1, acc],
+             spectra={})
+    s.update(kw)
+    return nb09.Run(**s)
+
+
+def test_rank_comparison_rendered_from_the_runs():
+    assert "falls short by 0.357" in nb09.rank_comparison([_run(1, 0.414), _run(64, 0.771)])
+    assert "matches it within 0.05" in nb09.rank_comparison([_run(64, 0.80), _run(1, 0.78), _run(4, 0.1)])
+    assert "beats it by 0.200" in nb09.rank_comparison([_run(1, 0.9), _run(64, 0.7)])
+    text = nb09.rank_comparison([_run(1, 0.4), _run(64, 0.8, lr=1e-3)])  # not the same settings: no comparison
+    assert text == "No two runs differ only in r yet."
+    assert "r = 1 reaches 0.400, r = 64 0.800" in nb09.rank_comparison([_run(1, 0.4), _run(64, 0.8)])
 
 
 @pytest.mark.parametrize("steps", nb09.STEPS_RANGE)
@@ -213,7 +271,8 @@ def test_views_and_figures(fresh):
     assert [c["label"] for c in curves] == [r.label for r in fresh.runs]
     assert all(len(c["step"]) == len(c["loss"]) and len(c["eval_step"]) == len(c["accuracy"]) for c in curves)
     fig = fresh.figure_curves()
-    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # two runs and the chance line
+    assert fig.axes[1].get_legend() is None and len(fig.legends[0].texts) == 2  # the legend sits outside the axes
     fig = fresh.figure_spectra()
     # union of adapted matrices: q in 2 blocks, v in 2 blocks, up in 2 blocks
     assert sum(1 for ax in fig.axes if ax.get_title()) == 6
@@ -262,7 +321,9 @@ def test_ui_wiring(fresh):
     c["train"].click()
     assert len(fresh.runs) == 1 and fresh.runs[0].r == 64
     assert c["progress"].value == c["progress"].max == nb09.STEPS_RANGE[0]
-    assert "Run #1 done" in c["status"].value and bytes(c["curves"].value) != bytes(empty)
+    ok = fresh.runs[0].status[0] == "ok"  # 10 steps may not get the model anywhere: then the line says so
+    assert ("Run #1 done" if ok else "⚠️ Run #1") in c["status"].value and bytes(c["curves"].value) != bytes(empty)
+    assert c["progress"].bar_style == ("success" if ok else "warning")
     assert bytes(c["curves"].value).startswith(PNG)
     assert "<td" in c["table"].value and not c["train"].disabled
     for box in c["targets"].values():
@@ -288,7 +349,7 @@ def test_ui_drawing_errors_become_the_status_line(fresh, monkeypatch):
     assert "could not draw" in c["status"].value and "no fonts" in c["status"].value
     c["train"].click()
     assert len(fresh.runs) == 1 and not c["train"].disabled
-    assert "Run #1 done" in c["status"].value and "could not draw" in c["status"].value  # both kept
+    assert "Run #1 " in c["status"].value and "could not draw" in c["status"].value  # both kept
     assert "<td" in c["table"].value  # what could be drawn was
     c["clear"].click()
     assert fresh.runs == [] and "Cleared 1 run" in c["status"].value and "could not draw" in c["status"].value

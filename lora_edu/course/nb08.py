@@ -524,13 +524,14 @@ def verdict_claim2(subtract_drift: float, kept_drift: float, thresholds: dict) -
     """Claim 2, "remove the LoRA and the base comes back": subtract_drift = largest max |W − W0| after merging and
     subtracting (every dtype and switch count); kept_drift = the same for the strategies that keep W0."""
     (tol,) = _need(thresholds, "restore_tol")
+    within = "bit for bit" if tol == 0 else f"to within {tol:g}"
     if subtract_drift <= tol and kept_drift <= tol:
-        return TRUE, (f"every strategy gives W0 back to within {tol:g}, merge-and-subtract included (largest drift "
+        return TRUE, (f"every strategy gives W0 back {within}, merge-and-subtract included (largest drift "
                       f"{max(subtract_drift, kept_drift):.1e})")
     if kept_drift <= tol:
-        return CONDITIONAL, (f"exact only if W0 is kept: those strategies drift {kept_drift:g} (≤ {tol:g}), while "
-                             f"merging then subtracting leaves up to {subtract_drift:.1e}")
-    return FALSE, (f"no strategy gives W0 back to within {tol:g}: keeping W0 drifts {kept_drift:.1e}, subtracting "
+        return CONDITIONAL, (f"only if W0 is kept: those strategies give it back {within} (drift {kept_drift:g}), "
+                             f"while merging then subtracting leaves up to {subtract_drift:.1e}")
+    return FALSE, (f"no strategy gives W0 back {within}: keeping W0 drifts {kept_drift:.1e}, subtracting "
                    f"{subtract_drift:.1e}")
 
 
@@ -568,7 +569,7 @@ def verdict_claim3(merged_means: dict, switch_mean: float, switch_restores: bool
     last = merged_means[ns[-1]]
     steps = [(merged_means[a] - merged_means[b], a, b) for a, b in zip(ns, ns[1:])]
     total = merged_means[ns[0]] - last
-    fall = f"merging {ns[-1]} at once: mean accuracy {last:.2f} against {switch_mean:.2f} when switched"
+    fall = f"with all {ns[-1]} merged the mean accuracy is {last:.2f}, against {switch_mean:.2f} when switched"
     if switch_mean - last <= drop:
         return FALSE, f"{fall}, within the {drop:.2f} that counts as losing detail"
     worst = max(steps) if steps else (0.0, ns[0], ns[0])

@@ -12,7 +12,7 @@ from ..inject import count_parameters, linear_names, lora_layers, normalize_targ
 from ..lowrank import effective_rank, lora_param_count, singular_values
 from ..pretrained import load_pretrained
 from ..runtime import check_number, get_device
-from ..tasks import DOWNSTREAM_TASKS, get_task
+from ..tasks import DOWNSTREAM_TASKS, N_SYMBOLS, get_task
 from ..train import evaluate
 from .common import ZERO_TOL, cpu_threads, figure, smooth, to_png, train_lora
 
@@ -36,6 +36,67 @@ MAX_STEPS = 100_000
 
 
 DEFAULTS = {"task": "reverse", "targets": ("q_proj", "v_proj"), "r": 4, "alpha": 8.0, "lr": 1e-2, "steps": 300}
+
+
+CHANCE_LOSS = math.log(N_SYMBOLS)  # ln 10: the loss of a model that guesses each answer digit uniformly
+
+
+TAIL = 0.1  # a run's final loss is the mean over its last 10 % of steps (one step's loss is noisy)
+
+
+CHANCE_BAND = (0.98, 1.15)  # "at chance" = final loss within 0.98–1.15 × ln 10 (a collapsed run hovers there)
+
+
+STATUS_TEXT = {"ok": "", "diverged": "diverged", "collapsed": "collapsed to chance",
+               "above chance": "worse than chance", "no gain": "no better than the pretrained model"}
+
+
+ADVICE = {"diverged": "lower the learning rate or α", "collapsed": "lower the learning rate or α",
+          "above chance": "if its loss was still falling add steps, if it rose lower the learning rate or α",
+          "no gain": "add steps or raise the learning rate"}
+
+
+def run_status(loss, accuracy: float, base_accuracy: float) -> tuple[str, str]:
+    """(status, reason) of a finished run, from its loss curve and its final and pretrained accuracies.
+
+    "diverged": a loss or the accuracy is not finite; "collapsed": the final loss (mean of the last TAIL of steps)
+    lies in CHANCE_BAND × ln 10 — the model guesses the answer digit (near) uniformly; "above chance": the final
+    loss is higher still — confidently wrong, e.g. a pretrained model that has not moved yet; "no gain": the
+    accuracy is at or below the pretrained model's; "ok" otherwise (reason "").
+    """
+    loss = [float(v) for v in loss]
+    if not loss:
+        raise ValueError("loss must hold at least one value")
+    if not all(math.isfinite(v) for v in loss) or not math.isfinite(accuracy):
+        return "diverged", "the loss became NaN/inf"
+    tail = loss[-max(1, round(TAIL * len(loss))):]
+    final = sum(tail) / len(tail)
+    chance = f"ln {N_SYMBOLS} = {CHANCE_LOSS:.2f}, the loss of guessing a digit at random"
+    if final >= CHANCE_BAND[1] * CHANCE_LOSS:
+        return "above chance", f"final loss {final:.2f} > {CHANCE_BAND[1]:g} × {chance}"
+    if final >= CHANCE_BAND[0] * CHANCE_LOSS:
+        return "collapsed", f"final loss {final:.2f}, within {CHANCE_BAND[0]:g}–{CHANCE_BAND[1]:g} × {chance}"
+    if accuracy <= base_accuracy:
+        return "no gain", f"accuracy {accuracy:.3f} ≤ the pretrained model's {base_accuracy:.3f}"
+    return "ok", ""
+
+
+def rank_comparison(runs, tol: float = 0.05) -> str:
+    """One sentence comparing the smallest and largest r among runs whose other settings are all equal (the first
+    such group); "matches" means final accuracies within `tol`. Rendered from the runs, never assumed."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run.task, run.targets, run.alpha, run.lr, run.steps), []).append(run)
+    for (task, targets, alpha, lr, steps), rs in groups.items():
+        if len({run.r for run in rs}) < 2:
+            continue
+        lo, hi = min(rs, key=lambda run: run.r), max(rs, key=lambda run: run.r)
+        gap = hi.accuracy - lo.accuracy
+        how = (f"matches it within {tol:g}" if abs(gap) <= tol else
+               f"falls short by {gap:.3f}" if gap > 0 else f"beats it by {-gap:.3f}")
+        return (f"On {task} ({_short(targets)}, α = {alpha:g}, lr {lr:.0e}, {steps} steps, one seed): r = {lo.r} "
+                f"reaches {lo.accuracy:.3f}, r = {hi.r} {hi.accuracy:.3f} — the small rank {how} here.")
+    return "No two runs differ only in r yet."
 
 
 def _short(targets) -> str:
@@ -71,6 +132,11 @@ class Run:
     diverged: bool = False
 
     @property
+    def status(self) -> tuple[str, str]:
+        """run_status of this run: ("ok" | "diverged" | "collapsed" | "no gain", reason)."""
+        return run_status(self.loss, self.accuracy, self.eval_accuracy[0])
+
+    @property
     def label(self) -> str:
         return f"#{self.id} {self.task} {_short(self.targets)} r={self.r} α={self.alpha:g} lr={self.lr:.0e}"
 
@@ -86,7 +152,7 @@ class Run:
             "alpha": self.alpha, "lr": self.lr, "steps": self.steps, "trainable": self.trainable,
             "trainable %": percent_of_pretrained(self.trainable, self.total - self.trainable),  # total: with LoRA
             "final accuracy": self.accuracy,
-            "time (s)": self.seconds, "note": "diverged (loss not finite)" if self.diverged else "",
+            "time (s)": self.seconds, "note": ": ".join(filter(None, (STATUS_TEXT[self.status[0]], self.status[1]))),
         }
 
 
@@ -228,11 +294,12 @@ class RankLab:
             run = self.run_training(task, targets, r, alpha, lr, steps, progress)
         except (ValueError, TypeError) as e:
             return f"⚠️ {e}"
-        msg = (f"Run #{run.id} done: final accuracy {run.accuracy:.3f} after {run.steps} steps in "
-               f"{run.seconds:.1f} s, {run.trainable:,} trainable parameters.")
-        if run.diverged:
-            msg += " ⚠️ The loss became NaN/inf: this run diverged — lower the learning rate or α."
-        return msg
+        status, reason = run.status
+        what = (f"final accuracy {run.accuracy:.3f} after {run.steps} steps in {run.seconds:.1f} s, "
+                f"{run.trainable:,} trainable parameters")
+        if status == "ok":
+            return f"Run #{run.id} done: {what}."
+        return f"⚠️ Run #{run.id} {STATUS_TEXT[status]}: {reason}; {what}. Try again: {ADVICE[status]}."
 
     def clear(self) -> str:
         """Forget every run."""
@@ -263,7 +330,7 @@ class RankLab:
 
     def curves(self) -> list[dict]:
         return [{"label": r.label, "step": r.step, "loss": r.loss, "eval_step": r.eval_step,
-                 "accuracy": r.eval_accuracy} for r in self.runs]
+                 "accuracy": r.eval_accuracy, "status": r.status[0]} for r in self.runs]
 
     def spectra(self) -> list[dict]:
         return [{"label": r.label, "r": r.r, "spectra": r.spectra} for r in self.runs]
@@ -362,7 +429,7 @@ def rank_lab_ui(lab: RankLab | None = None, device=None, **defaults):
             msg = f"⚠️ training stopped: {type(e).__name__}: {e}"
         finally:
             train_btn.disabled = clear_btn.disabled = False
-        bar.bar_style = "warning" if msg.startswith("⚠️") or "diverged" in msg else "success"
+        bar.bar_style = "warning" if msg.startswith("⚠️") else "success"
         status.value = html.escape(msg)
         refresh()
 
@@ -400,12 +467,17 @@ def lab_curves_figure(curves: list[dict]):
     """Overlay of every run's training loss (smoothed, log scale) and held-out accuracy versus step."""
     if not curves:
         return placeholder_figure()
-    fig = figure(width=11.0, height=3.6, axes=False)
+    ncols = min(3, len(curves))  # the legend goes under the panels, so it never covers a curve
+    fig = figure(width=11.0, height=3.6 + 0.22 * math.ceil(len(curves) / ncols), axes=False)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for c in curves:
         window = max(1, len(c["loss"]) // 25)
-        line, = ax_loss.plot(c["step"], smooth(c["loss"], window), lw=1.3, label=c["label"])
-        ax_acc.plot(c["eval_step"], c["accuracy"], marker="o", ms=3, color=line.get_color(), label=c["label"])
+        failed = c.get("status", "ok") != "ok"
+        label = c["label"] + (f" — {STATUS_TEXT[c['status']]}" if failed else "")
+        line, = ax_loss.plot(c["step"], smooth(c["loss"], window), lw=1.3, ls="--" if failed else "-", label=label)
+        ax_acc.plot(c["eval_step"], c["accuracy"], marker="o", ms=3, color=line.get_color(), ls=line.get_linestyle())
+    ax_loss.axhline(CHANCE_LOSS, color="k", ls=":", lw=0.8)
+    ax_loss.text(0, CHANCE_LOSS, f" chance: ln {N_SYMBOLS}", fontsize=7, va="bottom")
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss (smoothed)")
@@ -414,7 +486,7 @@ def lab_curves_figure(curves: list[dict]):
     ax_acc.set_ylabel("token accuracy (held out)")
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.set_title("accuracy", fontsize=10)
-    ax_acc.legend(fontsize=7, loc="best")
+    fig.legend(fontsize=7, loc="outside lower center", ncols=ncols)
     return fig
 
 
