@@ -332,7 +332,7 @@ def _kernel_env(fast: bool):
                 os.environ[k] = v
 
 
-def execute(path: Path, timeout: int = 600, fast: bool = False):
+def execute(path: Path, timeout: int = 1200, fast: bool = False):
     nb = nbformat.read(path, as_version=4)
     with _kernel_env(fast):
         notebook_client(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
@@ -340,7 +340,8 @@ def execute(path: Path, timeout: int = 600, fast: bool = False):
     return nb
 
 
-def export(notebooks: list[Path], out: Path, reuse: Path | None = None, fast: bool = False) -> Path:
+def export(notebooks: list[Path], out: Path, reuse: Path | None = None, fast: bool = False,
+           timeout: int = 1200) -> Path:
     """Run (or reuse) each notebook and write OUT/<name>.html, then OUT/index.html; returns the index path."""
     out.mkdir(parents=True, exist_ok=True)
     executed, rows = [], []
@@ -348,11 +349,11 @@ def export(notebooks: list[Path], out: Path, reuse: Path | None = None, fast: bo
         rel = path.relative_to(ROOT / "notebooks") if path.is_relative_to(ROOT / "notebooks") else Path(path.name)
         cached = reuse / rel if reuse else None
         t0 = time.perf_counter()
-        nb = nbformat.read(cached, as_version=4) if cached is not None and cached.exists() else execute(path, fast=fast)
+        reused = cached is not None and cached.exists()
+        nb = nbformat.read(cached, as_version=4) if reused else execute(path, timeout, fast)
         title, goal = title_and_goal(nb)
         executed.append((rel, nb))
-        print(f"{rel}: {'read' if cached is not None and cached.exists() else 'ran'} in "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"{rel}: {'read' if reused else 'ran'} in {time.perf_counter() - t0:.1f} s", flush=True)
         rows.append((rel.with_suffix(".html").as_posix(), title or rel.stem, goal))
     pages = [(Path(h), t) for h, t, _ in rows]
     exporter = OfflineHTMLExporter()
@@ -387,10 +388,11 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", type=Path, default=None, help="folder of already-executed notebooks")
     ap.add_argument("--fast", action="store_true", default=os.environ.get("LORA_EDU_FAST") == "1",
                     help="run the notebooks in fast mode (LORA_EDU_FAST=1)")
+    ap.add_argument("--timeout", type=int, default=1200, help="seconds one cell may run (default 1200)")
     args = ap.parse_args(argv)
     nbs = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     nbs = [p.resolve() for p in nbs]
-    print(f"index: {export(nbs, args.out, args.reuse, args.fast)}")
+    print(f"index: {export(nbs, args.out, args.reuse, args.fast, args.timeout)}")
     return 0
 
 
