@@ -704,7 +704,7 @@ def plot_shift(h_delta, h_base=None, n_show: int = 40, title: str = "What the Lo
     a1.set_xlabel("output feature")
     a1.set_ylabel("token (input x)")
     share = shift_decomposition(torch.as_tensor(hd))["constant_fraction"]
-    a1.set_title(f"Δh per token (share of ‖Δh‖² that is one constant shift: {share:.2f})", fontsize=9)
+    a1.set_title(f"Δh per token (constant-shift share {share:.2f})", fontsize=10)
     s = np.linalg.svd(hd, compute_uv=False)
     s = np.maximum(s / s[0], _FLOOR)
     a2.semilogy(np.arange(1, len(s) + 1), s, "o-", ms=3)

@@ -477,7 +477,8 @@ def lab_curves_figure(curves: list[dict]):
         line, = ax_loss.plot(c["step"], smooth(c["loss"], window), lw=1.3, ls="--" if failed else "-", label=label)
         ax_acc.plot(c["eval_step"], c["accuracy"], marker="o", ms=3, color=line.get_color(), ls=line.get_linestyle())
     ax_loss.axhline(CHANCE_LOSS, color="k", ls=":", lw=0.8)
-    ax_loss.text(0, CHANCE_LOSS, f" chance: ln {N_SYMBOLS}", fontsize=7, va="bottom")
+    ax_loss.text(1.0, CHANCE_LOSS, f"chance: ln {N_SYMBOLS} ", fontsize=7, ha="right", va="bottom",
+                 transform=ax_loss.get_yaxis_transform())
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss (smoothed)")
