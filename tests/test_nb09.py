@@ -144,17 +144,19 @@ CHANCE = math.log(10)
     ([3.0, 2.0, float("inf")], 0.1, 0.1, "diverged"),
     ([3.0, 1.0, 0.5], float("nan"), 0.1, "diverged"),
     ([5.0, 4.0] + [CHANCE] * 18, 0.1, 0.1, "collapsed"),
-    ([5.0] * 18 + [0.99 * CHANCE] * 2, 0.3, 0.1, "collapsed"),   # the tail is within 2 % of chance
+    ([5.0] * 16 + [0.99 * CHANCE] * 4, 0.3, 0.1, "collapsed"),   # flat, within 2 % of chance
     ([1.0] * 18 + [1.1 * CHANCE] * 2, 0.3, 0.1, "collapsed"),
     ([1.0] * 18 + [0.97 * CHANCE] * 2, 0.3, 0.1, "ok"),           # 3 % below chance: learning
-    ([9.0] * 18 + [6.0] * 2, 0.3, 0.1, "above chance"),          # confidently wrong, still falling
+    ([9.0] * 16 + [6.0] * 4, 0.3, 0.1, "above chance"),          # confidently wrong, flat
+    ([9.0] * 16 + [4.0] * 2 + [2.4] * 2, 0.3, 0.1, "slow"),      # at chance but still falling: not a collapse
+    ([9.0] * 16 + [6.0] * 2 + [3.0] * 2, 0.3, 0.1, "slow"),
     ([3.0] * 9 + [0.5], 0.2, 0.2, "no gain"),                     # accuracy = the pretrained level
     ([3.0] * 9 + [0.5], 0.1, 0.2, "no gain"),
 ])
 def test_run_status_every_label(loss, acc, base, status):
     got, reason = nb09.run_status(loss, acc, base)
     assert got == status and (reason == "") == (status == "ok")
-    if status in ("collapsed", "above chance"):
+    if status in ("collapsed", "above chance", "slow"):
         assert "ln 10 = 2.30" in reason and f"{sum(loss[-2:]) / 2:.2f}" in reason
     if status == "no gain":
         assert f"{acc:.3f} ≤" in reason and f"{base:.3f}" in reason
@@ -172,6 +174,9 @@ def _run(r, acc, **kw):
 
 def test_rank_comparison_rendered_from_the_runs():
     assert "falls short by 0.357" in nb09.rank_comparison([_run(1, 0.414), _run(64, 0.771)])
+    stuck = dict(loss=[2.4] * 10)  # both at chance: no conclusion about rank
+    assert "r = 1 collapsed to chance and r = 64 collapsed to chance: too early" in nb09.rank_comparison(
+        [_run(1, 0.12, **stuck), _run(64, 0.13, **stuck)])
     assert "matches it within 0.05" in nb09.rank_comparison([_run(64, 0.80), _run(1, 0.78), _run(4, 0.1)])
     assert "beats it by 0.200" in nb09.rank_comparison([_run(1, 0.9), _run(64, 0.7)])
     text = nb09.rank_comparison([_run(1, 0.4), _run(64, 0.8, lr=1e-3)])  # not the same settings: no comparison

@@ -47,31 +47,39 @@ TAIL = 0.1  # a run's final loss is the mean over its last 10 % of steps (one st
 CHANCE_BAND = (0.98, 1.15)  # "at chance" = final loss within 0.98–1.15 × ln 10 (a collapsed run hovers there)
 
 
+FALLING = 0.95  # "still falling" = the final loss is below 95 % of the mean over the TAIL of steps before it
+
+
 STATUS_TEXT = {"ok": "", "diverged": "diverged", "collapsed": "collapsed to chance",
-               "above chance": "worse than chance", "no gain": "no better than the pretrained model"}
+               "above chance": "worse than chance", "slow": "not past chance yet",
+               "no gain": "no better than the pretrained model"}
 
 
 ADVICE = {"diverged": "lower the learning rate or α", "collapsed": "lower the learning rate or α",
-          "above chance": "if its loss was still falling add steps, if it rose lower the learning rate or α",
+          "above chance": "lower the learning rate or α", "slow": "add steps or raise the learning rate",
           "no gain": "add steps or raise the learning rate"}
 
 
 def run_status(loss, accuracy: float, base_accuracy: float) -> tuple[str, str]:
     """(status, reason) of a finished run, from its loss curve and its final and pretrained accuracies.
 
-    "diverged": a loss or the accuracy is not finite; "collapsed": the final loss (mean of the last TAIL of steps)
-    lies in CHANCE_BAND × ln 10 — the model guesses the answer digit (near) uniformly; "above chance": the final
-    loss is higher still — confidently wrong, e.g. a pretrained model that has not moved yet; "no gain": the
-    accuracy is at or below the pretrained model's; "ok" otherwise (reason "").
+    "diverged": a loss or the accuracy is not finite. With the final loss (mean of the last TAIL of steps) at or
+    above CHANCE_BAND[0] × ln 10: "slow" if it is still falling (below FALLING × the mean of the TAIL before),
+    otherwise "collapsed" inside the band — the model guesses the answer digit (near) uniformly — or "above
+    chance" above it — confidently wrong. "no gain": the accuracy is at or below the pretrained model's; "ok"
+    otherwise (reason "").
     """
     loss = [float(v) for v in loss]
     if not loss:
         raise ValueError("loss must hold at least one value")
     if not all(math.isfinite(v) for v in loss) or not math.isfinite(accuracy):
         return "diverged", "the loss became NaN/inf"
-    tail = loss[-max(1, round(TAIL * len(loss))):]
-    final = sum(tail) / len(tail)
+    n = max(1, round(TAIL * len(loss)))
+    final = sum(loss[-n:]) / n
+    before = sum(loss[-2 * n:-n]) / n if len(loss) >= 2 * n else final
     chance = f"ln {N_SYMBOLS} = {CHANCE_LOSS:.2f}, the loss of guessing a digit at random"
+    if final >= CHANCE_BAND[0] * CHANCE_LOSS and final < FALLING * before:
+        return "slow", f"final loss {final:.2f}, still falling (from {before:.2f}) but not below {chance}"
     if final >= CHANCE_BAND[1] * CHANCE_LOSS:
         return "above chance", f"final loss {final:.2f} > {CHANCE_BAND[1]:g} × {chance}"
     if final >= CHANCE_BAND[0] * CHANCE_LOSS:
@@ -91,11 +99,14 @@ def rank_comparison(runs, tol: float = 0.05) -> str:
         if len({run.r for run in rs}) < 2:
             continue
         lo, hi = min(rs, key=lambda run: run.r), max(rs, key=lambda run: run.r)
+        failed = [f"r = {run.r} {STATUS_TEXT[run.status[0]]}" for run in (lo, hi) if run.status[0] != "ok"]
         gap = hi.accuracy - lo.accuracy
         how = (f"matches it within {tol:g}" if abs(gap) <= tol else
                f"falls short by {gap:.3f}" if gap > 0 else f"beats it by {-gap:.3f}")
         return (f"On {task} ({_short(targets)}, α = {alpha:g}, lr {lr:.0e}, {steps} steps, one seed): r = {lo.r} "
-                f"reaches {lo.accuracy:.3f}, r = {hi.r} {hi.accuracy:.3f} — the small rank {how} here.")
+                f"reaches {lo.accuracy:.3f}, r = {hi.r} {hi.accuracy:.3f} — "
+                + (f"but {' and '.join(failed)}: too early to compare ranks." if failed
+                   else f"the small rank {how} here."))
     return "No two runs differ only in r yet."
 
 
