@@ -296,24 +296,16 @@ def nav_html(pages: list[tuple[Path, str]], i: int) -> str:
     return f'<nav class="lora-nav">{"".join(parts)}</nav>'
 
 
-_TEX = {r"\Delta": "Δ", r"\alpha": "α", r"\phi": "φ", r"\sigma": "σ", r"\le": "≤", r"\ll": "≪",
-        r"\times": "×", r"\mathbb{R}": "ℝ", r"\operatorname{rank}": "rank", r"\sqrt": "√", r"\min": "min",
-        r"\lVert": "‖", r"\rVert": "‖", r"\top": "ᵀ"}
-
-
-def plain(text: str) -> str:
-    """Markdown/LaTeX of an objective line as plain text for the index."""
-    for tex, uni in _TEX.items():
-        text = text.replace(tex, uni)
-    text = re.sub(r"[$*`{}]", "", text)
-    return text.replace("\\", "").replace("_", "").strip().rstrip(";.")
-
-
 def title_and_goal(nb) -> tuple[str, str]:
     """First heading of the notebook and its learning objectives (for the index)."""
     title = next((line.lstrip("#").strip() for c in nb.cells if c.cell_type == "markdown"
                   for line in c.source.splitlines() if line.strip().startswith("#")), "")
-    return title, "; ".join(plain(g) for g in objectives(nb))
+    return title, "; ".join(g.rstrip(";. ") for g in objectives(nb))
+
+
+def inline_html(markdown: str) -> str:
+    """One line of markdown (an objective) as inline HTML, equations as MathML."""
+    return re.sub(r"^\s*<p>|</p>\s*$", "", markdown_to_html(markdown))
 
 
 @contextlib.contextmanager
@@ -368,7 +360,7 @@ def export(notebooks: list[Path], out: Path, reuse: Path | None = None, fast: bo
     for err in exporter.math_errors:
         print(f"warning: {err}", file=sys.stderr)
     items = "\n".join(f'<li><a href="{html.escape(h)}">{html.escape(t)}</a>'
-                      + (f"<br><small>{html.escape(g)}</small>" if g else "") + "</li>" for h, t, g in rows)
+                      + (f"<br><small>{inline_html(g)}</small>" if g else "") + "</li>" for h, t, g in rows)
     index = out / "index.html"
     index.write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>lora-edu</title>
 <style>body{{font-family:sans-serif;max-width:46em;margin:2em auto;line-height:1.5}}li{{margin:.6em 0}}</style>
