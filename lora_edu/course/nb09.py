@@ -47,27 +47,27 @@ TAIL = 0.1  # a run's final loss is the mean over its last 10 % of steps (one st
 CHANCE_BAND = (0.98, 1.15)  # "at chance" = final loss within 0.98–1.15 × ln 10 (a collapsed run hovers there)
 
 
-FALLING = 0.95  # "still falling" = the final loss is below 95 % of the mean over the TAIL of steps before it
+LEARNED = 0.9  # "collapsed" = the loss had been below 90 % of ln 10 (averaged over TAIL of the steps) before
 
 
-STATUS_TEXT = {"ok": "", "diverged": "diverged", "collapsed": "collapsed to chance",
-               "above chance": "worse than chance", "slow": "not past chance yet",
-               "no gain": "no better than the pretrained model"}
+STATUS_TEXT = {"ok": "", "diverged": "diverged", "collapsed": "collapsed to chance", "at chance": "stuck at chance",
+               "above chance": "worse than chance", "no gain": "no better than the pretrained model"}
 
 
 ADVICE = {"diverged": "lower the learning rate or α", "collapsed": "lower the learning rate or α",
-          "above chance": "lower the learning rate or α", "slow": "add steps or raise the learning rate",
+          "at chance": "add steps — or, if the learning rate or α is high, lower them",
+          "above chance": "lower the learning rate or α — or add steps if the loss is still falling",
           "no gain": "add steps or raise the learning rate"}
 
 
 def run_status(loss, accuracy: float, base_accuracy: float) -> tuple[str, str]:
     """(status, reason) of a finished run, from its loss curve and its final and pretrained accuracies.
 
-    "diverged": a loss or the accuracy is not finite. With the final loss (mean of the last TAIL of steps) at or
-    above CHANCE_BAND[0] × ln 10: "slow" if it is still falling (below FALLING × the mean of the TAIL before),
-    otherwise "collapsed" inside the band — the model guesses the answer digit (near) uniformly — or "above
-    chance" above it — confidently wrong. "no gain": the accuracy is at or below the pretrained model's; "ok"
-    otherwise (reason "").
+    "diverged": a loss or the accuracy is not finite. A final loss (mean of the last TAIL of steps) inside
+    CHANCE_BAND × ln 10 means the model guesses the answer digit (near) uniformly: "collapsed" if the loss had
+    been clearly lower on the way (some window of TAIL steps below LEARNED × ln 10), else "at chance" (never
+    learned, or lost it at once: the curve cannot tell). Above the band: "above chance", confidently wrong.
+    "no gain": the accuracy is at or below the pretrained model's; "ok" otherwise (reason "").
     """
     loss = [float(v) for v in loss]
     if not loss:
@@ -76,14 +76,15 @@ def run_status(loss, accuracy: float, base_accuracy: float) -> tuple[str, str]:
         return "diverged", "the loss became NaN/inf"
     n = max(1, round(TAIL * len(loss)))
     final = sum(loss[-n:]) / n
-    before = sum(loss[-2 * n:-n]) / n if len(loss) >= 2 * n else final
+    lowest = min(sum(loss[i:i + n]) / n for i in range(len(loss) - n + 1))
     chance = f"ln {N_SYMBOLS} = {CHANCE_LOSS:.2f}, the loss of guessing a digit at random"
-    if final >= CHANCE_BAND[0] * CHANCE_LOSS and final < FALLING * before:
-        return "slow", f"final loss {final:.2f}, still falling (from {before:.2f}) but not below {chance}"
     if final >= CHANCE_BAND[1] * CHANCE_LOSS:
         return "above chance", f"final loss {final:.2f} > {CHANCE_BAND[1]:g} × {chance}"
     if final >= CHANCE_BAND[0] * CHANCE_LOSS:
-        return "collapsed", f"final loss {final:.2f}, within {CHANCE_BAND[0]:g}–{CHANCE_BAND[1]:g} × {chance}"
+        was = (f"it had been down to {lowest:.2f}" if lowest < LEARNED * CHANCE_LOSS else
+               f"it was never clearly below (lowest {lowest:.2f})")
+        return ("collapsed" if lowest < LEARNED * CHANCE_LOSS else "at chance",
+                f"final loss {final:.2f}, within {CHANCE_BAND[0]:g}–{CHANCE_BAND[1]:g} × {chance}; {was}")
     if accuracy <= base_accuracy:
         return "no gain", f"accuracy {accuracy:.3f} ≤ the pretrained model's {base_accuracy:.3f}"
     return "ok", ""
