@@ -131,6 +131,7 @@ def test_the_hottest_corner_is_labelled_stuck_at_chance(fresh):
     assert run.status[0] == "at chance" and msg.startswith("⚠️ Run #1 stuck at chance: final loss")
     assert "lower them" in msg
     assert "stuck at chance" in fresh.table_html() and "stuck at chance" in fresh.table_rows()[-1]["note"]
+    assert "<tr style='background:#fff3cd'>" in fresh.table_html()  # the failed row is highlighted
     fig = fresh.figure_curves()
     assert fig.axes[0].lines[0].get_linestyle() == "--" and "at chance" in fig.legends[0].texts[0].get_text()
 
@@ -270,7 +271,7 @@ def test_views_and_figures(fresh):
     fresh.run_training(**_settings(r=1))
     fresh.run_training(**_settings(r=4, targets=("q_proj", "up_proj")))
     html = fresh.table_html()
-    assert html.count("<tr>") == 3 and "up" in html
+    assert html.count("<tr") == 3 and "up" in html
     curves = fresh.curves()
     assert [c["label"] for c in curves] == [r.label for r in fresh.runs]
     assert all(len(c["step"]) == len(c["loss"]) and len(c["eval_step"]) == len(c["accuracy"]) for c in curves)

@@ -335,8 +335,9 @@ class RankLab:
             vals = (row["run"], row["task"], row["targets"], row["r"], f"{row['alpha']:g}", f"{row['lr']:.1e}",
                     row["steps"], f"{row['trainable']:,} ({row['trainable %']:.2f} %)", f"{row['final accuracy']:.3f}",
                     f"{row['time (s)']:.1f} s", row["note"])
-            cells.append("<tr>" + "".join(f"<td style='padding:2px 8px'>{html.escape(str(v))}</td>"
-                                          for v in vals) + "</tr>")
+            warn = " style='background:#fff3cd'" if row["note"] else ""  # a failed run stands out
+            cells.append(f"<tr{warn}>" + "".join(f"<td style='padding:2px 8px'>{html.escape(str(v))}</td>"
+                                                 for v in vals) + "</tr>")
         header = "<tr>" + "".join(f"<th style='padding:2px 8px'>{h}</th>" for h in head) + "</tr>"
         return f"<table class='lora-lab-table'>{header}{''.join(cells)}</table>"
 
