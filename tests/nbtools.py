@@ -20,13 +20,23 @@ def all_notebooks() -> list[Path]:
     return [p for p in found if ".ipynb_checkpoints" not in p.parts]
 
 
+def _nbrun():
+    """tools/nbrun.py: nbclient without the Output-widget echo that can stall a cell until its timeout."""
+    import importlib.util
+    import sys
+
+    if "nbrun" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("nbrun", ROOT / "tools" / "nbrun.py")
+        sys.modules["nbrun"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules["nbrun"]
+
+
 def execute(path: Path, timeout: int = 300, store_widget_state: bool = True, solutions: bool = True):
     """Run a notebook top to bottom in fast mode with its own folder as cwd; returns it executed.
 
     With `solutions` (the default) every %%solution cell runs too, so each worked solution is tested once;
     solutions=False runs it as a learner's Run All does, with the solution cells hidden."""
-    from nbclient import NotebookClient
-
     nb = nbformat.read(path, as_version=4)
     # fast mode, and every %%solution cell runs (Run All hides them from learners): each solution is tested once
     env_before = {k: os.environ.get(k) for k in ("LORA_EDU_FAST", "LORA_EDU_SOLUTIONS")}
@@ -34,9 +44,9 @@ def execute(path: Path, timeout: int = 300, store_widget_state: bool = True, sol
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # kernels run two at a time on a 2-core CI machine
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     try:
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
-                                store_widget_state=store_widget_state,
-                                resources={"metadata": {"path": str(path.parent)}})
+        client = _nbrun().notebook_client(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
+                                          store_widget_state=store_widget_state,
+                                          resources={"metadata": {"path": str(path.parent)}})
         client.execute()
     finally:
         for k, v in env_before.items():

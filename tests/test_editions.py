@@ -109,7 +109,8 @@ def test_html_export_reads_offline(tmp_path):
     one = nbformat.v4.new_notebook(cells=[
         md("# 41 · A tiny lesson\n\n**Objectives**\n- add $a + b$\n\nThe update $\\Delta W = BA$ has rank "
            "$\\le r$:\n\n$$\\lVert W - W_r \\rVert_F = \\sqrt{\\textstyle\\sum_{i>r} \\sigma_i^2}$$"),
-        nbformat.v4.new_code_cell("print(40 + 2)"), nbformat.v4.new_code_cell(TINY_WIDGETS)])
+        nbformat.v4.new_code_cell("print(40 + 2)"), nbformat.v4.new_code_cell(TINY_WIDGETS),
+        nbformat.v4.new_code_cell("secret_answer = 6 * 7", metadata={"tags": ["solution"]})])
     two = nbformat.v4.new_notebook(cells=[md("# 42 · The next lesson\n\nNothing to run.")])
     src = tmp_path / "src"
     src.mkdir()
@@ -131,6 +132,7 @@ def test_html_export_reads_offline(tmp_path):
     for ref in re.findall(r'<(?:script|link|img)\b[^>]*\b(?:src|href)="([^"]+)"', page):
         assert ref.startswith("data:"), f"the page fetches {ref}"
     assert "application/vnd.jupyter.widget-state+json" not in page
+    assert "secret_answer" not in page and "worked solutions are left out" in page  # no answers on the page
     listing = index.read_text()
     assert 'href="41_tiny.html"' in listing and "A tiny lesson" in listing
     assert re.search(r"<small>add <math[^>]*>.*</math></small>", listing) and "$" not in listing

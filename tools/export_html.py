@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-NOTE = "Static page: sliders and buttons show the state the notebook was run in. Run it with <code>make lab</code>."
+NOTE = ("Static page: sliders and buttons show the state the notebook was run in, and the worked solutions are "
+        "left out (<code>make solutions</code>). Run it with <code>make lab</code>.")
 
 
 # ------------------------------------------------------------------------------------------------- equations
@@ -221,7 +222,9 @@ def render_widget(models: dict, model_id: str, depth: int = 0) -> str:
 
 def static_outputs(nb):
     """Outputs that need no script: widget views drawn from the saved state (which is then dropped), LaTeX
-    outputs as MathML."""
+    outputs as MathML. Cells tagged `solution` are left out: a page read along in class must not give the
+    answers away (the solutions edition has them)."""
+    nb.cells = [c for c in nb.cells if "solution" not in c.get("metadata", {}).get("tags", [])]
     models = _models(nb)
     for cell in nb.cells:
         for out in cell.get("outputs", []):
