@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -52,3 +54,21 @@ def test_the_lora_layer_is_written_in_notebook_02():
     for piece in ("torch.randn(r, k)", "torch.zeros(d, r)", "alpha / r", "def forward", "def merge", "def unmerge"):
         assert piece in layer, piece
     assert any("opt.step()" in s and "loss.backward()" in s for s in lessons)
+
+
+@pytest.mark.parametrize("path", [p for p in NBS if p.parent.name == "notebooks"],
+                         ids=[p.name for p in NBS if p.parent.name == "notebooks"])
+def test_first_code_cell_says_what_to_install_outside_a_clone(path, tmp_path):
+    """Opened where lora_edu is not installed, the first cell fails with the exact install instructions."""
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    setup = "".join(cells[0]["source"])
+    assert "setup" in cells[0]["metadata"].get("tags", [])
+    blocker = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] == 'lora_edu': raise ModuleNotFoundError(name)\n"
+               "sys.meta_path.insert(0, Block())\n")
+    out = subprocess.run([sys.executable, "-c", blocker + setup], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode != 0 and "ModuleNotFoundError" in out.stderr
+    for words in ("make lab", "make wheel", "%pip install lora_edu-0.1.0-py3-none-any.whl", "restart the kernel"):
+        assert words in out.stderr, words
+    ok = subprocess.run([sys.executable, "-c", setup], capture_output=True, text=True, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr  # in this environment lora_edu is installed: the cell is silent
