@@ -149,3 +149,10 @@ def test_param_count_summary_answers_with_a_message(d, k, r):
     """A slider callback: bad or out-of-range settings give a message, never an exception."""
     msg = common.param_count_summary(d, k, r)
     assert isinstance(msg, str) and msg
+
+
+def test_growth_exponent():
+    n = [1, 10, 100, 1000]
+    assert common.growth_exponent(n, [3e-3 * k ** 0.5 for k in n]) == pytest.approx(0.5)
+    assert common.growth_exponent(n, [2.0 * k for k in n]) == pytest.approx(1.0)
+    assert common.growth_exponent(n, [0.0, 0.0, 0.0, 1.0]) != common.growth_exponent(n, [0.0, 0.0, 0.0, 1.0])  # nan

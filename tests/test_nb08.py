@@ -29,10 +29,6 @@ def adapters(device):
     return [random_adapter(s, device=device) for s in range(3)]
 
 
-
-
-
-
 # ---- claim 3: combining ---------------------------------------------------------------------
 def test_exact_sum_equals_sequential_merge_adapter(pretrained, adapters):
     seq = copy.deepcopy(pretrained)
@@ -276,13 +272,6 @@ def test_verdict_claim2_every_value(args, value):
     v, sentence = nb08.verdict_claim2(*args, T)
     assert v == value and ("1.5e-01" in sentence) == (args[0] == 0.15)
     assert nb08.verdict_claim2(1e-7, 0.0, {**T, "restore_tol": 1e-6})[0] == nb08.TRUE  # the tolerance is used
-
-
-def test_growth_exponent():
-    n = [1, 10, 100, 1000]
-    assert nb08.growth_exponent(n, [3e-3 * k ** 0.5 for k in n]) == pytest.approx(0.5)
-    assert nb08.growth_exponent(n, [2.0 * k for k in n]) == pytest.approx(1.0)
-    assert nb08.growth_exponent(n, [0.0, 0.0, 0.0, 1.0]) != nb08.growth_exponent(n, [0.0, 0.0, 0.0, 1.0])  # nan
 
 
 def test_answer_conflict():

@@ -483,6 +483,17 @@ def projection_norms(W, delta_W, r: int, seed: int = 0) -> dict:
     return out
 
 
+def growth_exponent(switches, drifts) -> float:
+    """Slope p of a least-squares fit drift ∝ switchesᵖ on log–log axes (points with drift 0 left out; nan if fewer
+    than two remain): p = 0.5 is a random walk of independent roundings, p = 1 errors that all push one way."""
+    pts = [(math.log(s), math.log(d)) for s, d in zip(switches, drifts) if s > 0 and d > 0]
+    if len(pts) < 2:
+        return float("nan")
+    mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+    den = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / den if den > 0 else float("nan")
+
+
 def results_dir() -> Path:
     """Where measured results live: $LORA_EDU_RESULTS, else the clone's benchmarks/results.
 

@@ -535,17 +535,6 @@ def verdict_claim2(subtract_drift: float, kept_drift: float, thresholds: dict) -
                    f"{subtract_drift:.1e}")
 
 
-def growth_exponent(switches, drifts) -> float:
-    """Slope p of a least-squares fit drift ∝ switchesᵖ on log–log axes (points with drift 0 left out; nan if fewer
-    than two remain): p = 0.5 is a random walk of independent roundings, p = 1 errors that all push one way."""
-    pts = [(math.log(s), math.log(d)) for s, d in zip(switches, drifts) if s > 0 and d > 0]
-    if len(pts) < 2:
-        return float("nan")
-    mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
-    den = sum((x - mx) ** 2 for x, _ in pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / den if den > 0 else float("nan")
-
-
 def answer_conflict(tasks, n_examples: int = 512, seed: int = EVAL_SEED) -> float:
     """Share of random prompts on which the tasks demand different answers (1.0: no prompt has one right answer
     for all of them, so no single model — merged or not — can serve them all at once)."""
