@@ -43,8 +43,9 @@ pytestmark = pytest.mark.browser
 def widget_notebooks() -> list[Path]:
     out = []
     for p in sorted(NOTEBOOKS.glob("*.ipynb")):
-        src = "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code")
-        if re.search(r"ipywidgets|interact|_widget\(|_ui\(|hello_slider\(", src):
+        src = "\n".join("".join(c["source"]) for c in json.loads(p.read_text())["cells"]
+                        if c["cell_type"] == "code" and "setup" not in c["metadata"].get("tags", []))
+        if re.search(r"import ipywidgets|interact\(|_widget\(|_ui\(|hello_slider\(", src):
             out.append(p)
     return out
 
