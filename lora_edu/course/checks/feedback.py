@@ -47,7 +47,7 @@ import types
 
 import torch
 
-__all__ = ["ok", "fail", "not_answered", "as_number", "as_int", "svals", "read_number", "read_tensor",
+__all__ = ["ok", "fail", "not_answered", "as_number", "as_int", "svals", "read_fraction", "read_number", "read_tensor",
            "read_choice", "call", "library_calls", "short", "judge_prediction", "Exercises", "show_solutions",
            "solutions_shown", "register_solution_magic"]
 
@@ -113,6 +113,19 @@ def read_number(answer, whole: bool = False):
         if v != int(v):
             return None, f"{v:g} is not a whole number, and the answer is a count."
         return int(v), None
+    return v, None
+
+
+def read_fraction(answer):
+    """(value, None) for one number in [0, 1] (an accuracy), else (None, what is wrong): a percentage written as 25
+    is named as such."""
+    v, problem = read_number(answer)
+    if problem:
+        return None, problem
+    if 1 < v <= 100:
+        return None, "accuracy is a fraction between 0 and 1 here: write 25 % as 0.25."
+    if not 0 <= v <= 1:
+        return None, f"{v:g} is not an accuracy; it lies between 0 and 1."
     return v, None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from .feedback import Exercises, fail, judge_prediction, not_answered, ok, read_number
+from .feedback import Exercises, fail, judge_prediction, not_answered, ok, read_fraction, read_number
 
 __all__ = ["ex1", "ex2", "hint"]
 
@@ -76,13 +76,9 @@ def ex2(prediction=None, why=None) -> bool:
     if prediction is None:
         return not_answered("write your prediction of the token accuracy (a number between 0 and 1) into "
                             "`prediction` before anything is measured, and run the cell.")
-    v, problem = read_number(prediction)
+    v, problem = read_fraction(prediction)
     if problem:
         return fail(problem)
-    if 1 < v <= 100:
-        return fail("accuracy is a fraction between 0 and 1 here: write 25 % as 0.25.")
-    if not 0 <= v <= 1:
-        return fail(f"{v:g} is not an accuracy; token accuracy lies between 0 and 1.")
     first = EX.first_prediction(2, v)
     acc = _reverse_accuracy()
     good = abs(v - acc) <= 0.05

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from ...model import ToyConfig
-from .feedback import Exercises, fail, judge_prediction, not_answered, ok, read_number
+from .feedback import Exercises, fail, judge_prediction, not_answered, ok, read_fraction, read_number
 
 __all__ = ["ex1", "ex2", "ex3", "hint"]
 
@@ -78,13 +78,9 @@ def ex2(prediction=None, why=None) -> bool:
     if prediction is None:
         return not_answered("write your prediction of the sequence accuracy on sort (a number between 0 and 1) "
                             "into `prediction` before anything is measured, and run the cell.")
-    v, problem = read_number(prediction)
+    v, problem = read_fraction(prediction)
     if problem:
         return fail(problem)
-    if 1 < v <= 100:
-        return fail("accuracy is a fraction between 0 and 1 here: write 25 % as 0.25.")
-    if not 0 <= v <= 1:
-        return fail(f"{v:g} is not an accuracy; it lies between 0 and 1.")
     first = EX.first_prediction(2, v)
     token, seq = _sort_accuracy()
     good = abs(v - seq) <= 0.01
