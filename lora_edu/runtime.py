@@ -11,7 +11,7 @@ import reprlib
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "fast_mode", "pick", "check_number", "brief"]
+__all__ = ["get_device", "device_of", "seed_everything", "fast_mode", "pick", "check_number", "brief"]
 
 _DEVICES = ("cpu", "cuda", "mps")
 
@@ -63,6 +63,12 @@ def get_device(device=None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def device_of(model) -> torch.device:
+    """Where a model's parameters live (the CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:

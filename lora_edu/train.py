@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .inject import check_model, lora_layers
-from .runtime import check_number
+from .runtime import check_number, device_of
 from .tasks import BOS, SEP, get_task
 
 __all__ = ["train", "evaluate", "generate", "task_loss"]
@@ -38,11 +38,6 @@ def task_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> 
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def generate(model: nn.Module, x: torch.Tensor, task=None) -> torch.Tensor:
     """Greedy answer of the model for digit sequences x (batch, n): feeds BOS x SEP and decodes n tokens."""
@@ -51,7 +46,7 @@ def generate(model: nn.Module, x: torch.Tensor, task=None) -> torch.Tensor:
     if task is not None:
         get_task(task)
     n = x.shape[1]
-    dev = _device_of(model)
+    dev = device_of(model)
     b = x.shape[0]
     seq = torch.cat([torch.full((b, 1), BOS), x.cpu(), torch.full((b, 1), SEP)], 1).to(dev)
     for _ in range(n):
@@ -120,7 +115,7 @@ def train(model: nn.Module, task, steps: int, lr: float = 3e-3, batch_size: int 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters (did add_lora freeze everything else?)")
-    dev = _device_of(model)
+    dev = device_of(model)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
     hist = {"task": task.name, "step": [], "loss": [], "eval_step": [], "accuracy": []}

@@ -18,7 +18,7 @@ from ..adapters import Adapter, load_adapter, merge_adapter, unmerge_adapter
 from ..inject import add_lora, check_model, lora_layers, merge_lora, normalize_targets, remove_lora, unmerge_lora
 from ..lowrank import amplification_factor, as_matrix, compression_ratio, lora_param_count, projection_norm
 from ..pretrained import load_pretrained
-from ..runtime import get_device, seed_everything
+from ..runtime import device_of, get_device, seed_everything
 from ..tasks import get_task
 from ..train import evaluate, train
 
@@ -38,11 +38,6 @@ def check_int(value, name: str, lo: int = 1) -> int:
         kind = "a positive int" if lo == 1 else f"an int ≥ {lo}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     return value
-
-
-def device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def sync(device: torch.device) -> None:
