@@ -11,7 +11,7 @@ DEV     := $(VENV)/.installed-dev
 # JupyterLab reads jupyter/lab-settings/overrides.json: no "get notified about Jupyter news?" pop-up
 LAB_FLAGS := --LabApp.app_settings_dir=$(CURDIR)/jupyter/lab-settings
 
-.PHONY: setup setup-dev lab test fuzz lint html student solutions bench times pretrain gpu-check wheel clean
+.PHONY: setup setup-dev lab test fuzz lint html student solutions bench times pretrain gpu-check wheel clean claims vehicle
 
 $(BASE): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,12 @@ student: $(BASE)  ## copies of the notebooks without solution cells, in notebook
 
 solutions: $(BASE)  ## worked-solutions edition in notebooks/solutions (build output, from the cells tagged `solution`)
 	$(BIN)/python tools/solutions.py
+
+claims: $(DEV)  ## run every notebook in full mode; fail when a claim its prose rests on does not hold
+	$(BIN)/python tools/claims.py
+
+vehicle: $(DEV)  ## the teaching vehicle's target table (issue 11), 5 seeds: benchmarks/results/vehicle.json
+	$(BIN)/python benchmarks/vehicle.py
 
 times: $(DEV)  ## time every notebook in fast and full mode
 	$(BIN)/python benchmarks/notebook_times.py

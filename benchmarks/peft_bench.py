@@ -171,7 +171,7 @@ def _build_base(cfg: BenchConfig, device: torch.device, seed: int):
         from lora_edu.tasks import get_task
 
         model = load_pretrained(device)
-        x, _ = get_task("copy").batch(cfg.batch, g, device=device)
+        x, _ = get_task("rot0").batch(cfg.batch, g, device=device)
     else:
         torch.manual_seed(seed)
         model = BenchStack(cfg.d, cfg.layers, device=device, dtype=cfg.dtype)

@@ -23,10 +23,10 @@ LIMITS = {"vocab_size": 2**16, "max_len": 2**12, "d_model": 2**12, "n_layer": 64
 
 @dataclass
 class ToyConfig:
-    vocab_size: int = 16
-    max_len: int = 32
+    vocab_size: int = 20
+    max_len: int = 16
     d_model: int = 64
-    n_layer: int = 2
+    n_layer: int = 3
     n_head: int = 4
     d_ff: int = 256
     dropout: float = 0.0

@@ -1,76 +1,101 @@
-"""Offline synthetic sequence tasks: a pretraining task and downstream tasks to adapt to with LoRA.
+"""Offline synthetic sequence tasks: a family of skills to pretrain on, and new ones to adapt to with LoRA.
 
-Every example is ``BOS x1 … xn SEP y1 … yn`` over the digits 0–9. The pretraining task is *copy*
-(y = x); downstream tasks ask for a different y (reversed, incremented, sorted, rotated), which the
-pretrained model gets mostly wrong until it is fine-tuned. Data is generated on the fly from a seed:
-nothing is downloaded, and the same seed gives the same batch on every machine.
+Every example is ``BOS op k x1 … xn SEP y1 … yn`` over the digits 0–9: the prompt (op, k) names a skill.
+Each op reads digit i together with the digit k places further on (cyclically), so k is a *route*:
+
+    rot k:  y_i = x_(i+k)                 add k:  y_i = (x_i + x_(i+k)) mod 10
+    sub k:  y_i = (x_i − x_(i+k)) mod 10  rsub k: y_i = (x_(i+k) − x_i) mod 10
+
+Pretraining sees every route under several ops, except the pairs add3, sub5 and rsub1. A downstream task
+asks for one of those pairs with a word pretraining never used (plus3 = add3, minus5 = sub5, rminus1 =
+rsub1): the pretrained model cannot answer it, but adapting is small — bind the new word to a known op and
+meet a known route. The mod-10 arithmetic needs the pretrained MLPs, which a random model lacks.
+Data is generated on the fly from a seed: the same seed gives the same batch on every machine.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .runtime import brief, get_device
 
-__all__ = ["Task", "get_task", "TASKS", "PRETRAIN_TASK", "DOWNSTREAM_TASKS", "BOS", "SEP",
-           "VOCAB_SIZE", "N_DIGITS", "decode", "encode"]
+__all__ = ["BOS", "DOWNSTREAM_TASKS", "N_DIGITS", "OPS", "PRETRAIN_TASK", "SEP", "TASKS", "VOCAB_SIZE",
+           "Mixture", "Task", "decode", "encode", "get_task"]
 
 N_SYMBOLS = 10
 BOS, SEP = 10, 11
-VOCAB_SIZE = 16  # 10 digits, BOS, SEP, and spare ids for later experiments
-N_DIGITS = 8
+OPS = {"rot": 12, "add": 13, "sub": 14, "rsub": 15,  # op tokens; k is written as a digit token
+       "plus": 16, "minus": 17, "rminus": 18}  # new words, never seen in pretraining (downstream only)
+NEW_WORDS = {"plus": "add", "minus": "sub", "rminus": "rsub"}  # what each new word asks for
+VOCAB_SIZE = 20  # one spare id
+N_DIGITS = 6
+RULES = {
+    "rot": ("rotate left by {k}: y_i = x_(i+{k})", lambda x, xk: xk),
+    "add": ("add the digit {k} places on: y_i = x_i + x_(i+{k}) mod 10", lambda x, xk: (x + xk) % N_SYMBOLS),
+    "sub": ("subtract the digit {k} places on: y_i = x_i − x_(i+{k}) mod 10", lambda x, xk: (x - xk) % N_SYMBOLS),
+    "rsub": ("subtract from the digit {k} places on: y_i = x_(i+{k}) − x_i mod 10",
+             lambda x, xk: (xk - x) % N_SYMBOLS),
+}
 
 
-def _copy(x):
-    return x.clone()
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
-def _reverse(x):
-    return x.flip(-1)
-
-
-def _increment(x):
-    return (x + 1) % N_SYMBOLS
-
-
-def _sort(x):
-    return x.sort(-1).values
-
-
-def _rotate(x):
-    return x.roll(-1, dims=-1)
+def _generator(generator) -> torch.Generator:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return generator if generator is not None else torch.Generator().manual_seed(0)
 
 
 @dataclass(frozen=True)
 class Task:
-    """A sequence-to-sequence rule y = fn(x) over n digits, with a seeded batch sampler and metrics."""
+    """The skill y = op(x, x rotated by k) over n digits, with a seeded batch sampler."""
 
-    name: str
-    fn: Callable[[torch.Tensor], torch.Tensor]
-    description: str
+    op: str
+    k: int
     n: int = N_DIGITS
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise ValueError(f"op must be one of {list(OPS)}, got {self.op!r}")
+        if not 2 <= self.n <= N_SYMBOLS or not isinstance(self.k, int) or not 0 <= self.k < self.n:
+            raise ValueError(f"need 2 ≤ n ≤ 10 and k an int in 0..n−1, got n={self.n!r}, k={self.k!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.op}{self.k}"
+
+    @property
+    def description(self) -> str:
+        return RULES[NEW_WORDS.get(self.op, self.op)][0].format(k=self.k)
 
     @property
     def seq_len(self) -> int:
-        """Length of one model input: BOS + n digits + SEP + n answers − 1 (the last answer is only a target)."""
-        return 2 * self.n + 1
+        """Length of one model input: BOS op k + n digits + SEP + n answers − 1 (the last is only a target)."""
+        return 2 * self.n + 3
+
+    def fn(self, x: torch.Tensor) -> torch.Tensor:
+        """The answer y for digit sequences x of shape (batch, n)."""
+        return RULES[NEW_WORDS.get(self.op, self.op)][1](x, x.roll(-self.k, dims=-1))
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model is given: BOS op k x1 … xn SEP, shape (batch, n + 4)."""
+        b = x.shape[0]
+        head = torch.tensor([BOS, OPS[self.op], self.k], device=x.device).expand(b, 3)
+        return torch.cat([head, x, torch.full((b, 1), SEP, device=x.device)], 1)
 
     def sample_x(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(0, N_SYMBOLS, (batch_size, self.n), generator=generator)
 
     def batch(self, batch_size: int, generator: torch.Generator | None = None, device=None):
-        """(inputs, targets), each (batch, 2n+1); targets are −100 except at the n answer positions."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        g = generator if generator is not None else torch.Generator().manual_seed(0)
-        x = self.sample_x(batch_size, g)
-        return self.make(x, device)
+        """(inputs, targets), each (batch, 2n+3); targets are −100 except at the n answer positions."""
+        _check_batch_size(batch_size)
+        return self.make(self.sample_x(batch_size, _generator(generator)), device)
 
     def make(self, x: torch.Tensor, device=None):
         """Build (inputs, targets) for given digit sequences x of shape (batch, n)."""
@@ -79,33 +104,52 @@ class Task:
         if x.ndim != 2 or x.shape[1] != self.n or x.numel() and (x.min() < 0 or x.max() >= N_SYMBOLS):
             raise ValueError(f"x must be a (batch, {self.n}) tensor of digits 0..9, got {brief(x)}")
         device = None if device is None else get_device(device)
-        b = x.shape[0]
-        y = self.fn(x)
-        seq = torch.cat([torch.full((b, 1), BOS, device=x.device), x, torch.full((b, 1), SEP, device=x.device), y],
-                        dim=1)
+        seq = torch.cat([self.prefix(x), self.fn(x)], 1)
         inputs, targets = seq[:, :-1].clone(), seq[:, 1:].clone()
-        targets[:, : self.n + 1] = -100  # only the answer tokens are scored (x1..xn and SEP are given)
+        targets[:, : self.n + 3] = -100  # only the answer tokens are scored (the prompt and x are given)
         return inputs.to(device), targets.to(device)
 
     def answer_slice(self) -> slice:
         """Positions in `targets` that hold the answer y1 … yn."""
-        return slice(self.n + 1, 2 * self.n + 1)
+        return slice(self.n + 3, 2 * self.n + 3)
 
 
-TASKS: dict[str, Task] = {
-    "copy": Task("copy", _copy, "repeat the digits: 3 1 4 → 3 1 4 (the pretraining task)"),
-    "reverse": Task("reverse", _reverse, "reverse the digits: 3 1 4 → 4 1 3"),
-    "increment": Task("increment", _increment, "add one to each digit, mod 10: 3 1 9 → 4 2 0"),
-    "sort": Task("sort", _sort, "sort the digits: 3 1 4 → 1 3 4"),
-    "rotate": Task("rotate", _rotate, "rotate left by one: 3 1 4 → 1 4 3"),
-}
-PRETRAIN_TASK = "copy"
-DOWNSTREAM_TASKS = ("reverse", "increment", "sort", "rotate")
+@dataclass(frozen=True)
+class Mixture:
+    """Several tasks trained together: each example of a batch is drawn from `parts` (repeats weigh more)."""
+
+    name: str
+    parts: tuple[str, ...]
+    description: str
+
+    def batch(self, batch_size: int, generator: torch.Generator | None = None, device=None):
+        _check_batch_size(batch_size)
+        g = _generator(generator)
+        tasks = [TASKS[p] for p in self.parts]
+        x = tasks[0].sample_x(batch_size, g)
+        which = torch.randint(0, len(tasks), (batch_size,), generator=g)
+        inputs = torch.empty(batch_size, tasks[0].seq_len, dtype=torch.long)
+        targets = torch.empty_like(inputs)
+        for i, t in enumerate(tasks):
+            m = which == i
+            inputs[m], targets[m] = t.make(x[m])
+        device = None if device is None else get_device(device)
+        return inputs.to(device), targets.to(device)
 
 
-def get_task(task) -> Task:
-    """A Task from its name (or the Task itself)."""
-    if isinstance(task, Task):
+DOWNSTREAM_TASKS = ("plus3", "minus5", "rminus1")
+HELD_OUT = ("add3", "sub5", "rsub1")  # the pairs asked for downstream, never seen in pretraining
+TASKS: dict[str, Task | Mixture] = {t.name: t for t in (Task(op, k) for op in OPS for k in range(N_DIGITS))}
+_SKILLS = [n for n, t in TASKS.items() if t.op in RULES and n not in HELD_OUT + ("sub0", "rsub0")]  # x − x = 0
+PRETRAIN_TASK = "pretrain"
+TASKS[PRETRAIN_TASK] = Mixture(PRETRAIN_TASK, tuple(n for n in _SKILLS if n.startswith("rot"))
+                               + 2 * tuple(n for n in _SKILLS if not n.startswith("rot")),
+                               "every skill of the four pretraining ops except the held-out pairs; arithmetic ×2")
+
+
+def get_task(task) -> Task | Mixture:
+    """A Task (or the pretraining Mixture) from its name, or the object itself."""
+    if isinstance(task, (Task, Mixture)):
         return task
     if not isinstance(task, str):
         raise TypeError(f"task must be a task name or a Task, got {type(task).__name__}")
@@ -114,11 +158,11 @@ def get_task(task) -> Task:
     return TASKS[task]
 
 
-_NAMES = {BOS: "<bos>", SEP: "|"}
+_NAMES = {BOS: "<bos>", SEP: "|", **{v: k for k, v in OPS.items()}}
 
 
 def decode(tokens) -> str:
-    """Readable text of a token sequence: '<bos> 3 1 4 | 3 1 4'."""
+    """Readable text of a token sequence: '<bos> add 3 3 1 4 1 5 9 | …' (the k after an op is a digit)."""
     try:
         ids = [operator.index(t) for t in tokens]
     except TypeError as e:
@@ -127,7 +171,7 @@ def decode(tokens) -> str:
 
 
 def encode(digits) -> torch.Tensor:
-    """Digits (string '314' or a sequence) → a (1, n) tensor."""
+    """Digits (string '314159' or a sequence) → a (1, n) tensor."""
     try:
         x = [int(c) for c in "".join(digits.split())] if isinstance(digits, str) else list(map(operator.index, digits))
     except (TypeError, ValueError) as e:

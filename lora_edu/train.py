@@ -10,7 +10,7 @@ from torch import nn
 
 from .inject import check_model, lora_layers
 from .runtime import check_number, device_of
-from .tasks import BOS, SEP, get_task
+from .tasks import Mixture, get_task
 
 __all__ = ["train", "evaluate", "generate", "task_loss"]
 
@@ -39,20 +39,20 @@ def task_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def generate(model: nn.Module, x: torch.Tensor, task=None) -> torch.Tensor:
-    """Greedy answer of the model for digit sequences x (batch, n): feeds BOS x SEP and decodes n tokens."""
+def generate(model: nn.Module, x: torch.Tensor, task) -> torch.Tensor:
+    """Greedy answer of the model for digit sequences x (batch, n): feeds the task's prompt, decodes n tokens."""
     check_model(model)
     _check_tokens("x", x)
-    if task is not None:
-        get_task(task)
-    n = x.shape[1]
-    dev = device_of(model)
-    b = x.shape[0]
-    seq = torch.cat([torch.full((b, 1), BOS), x.cpu(), torch.full((b, 1), SEP)], 1).to(dev)
-    for _ in range(n):
+    task = get_task(task)
+    if isinstance(task, Mixture):
+        raise ValueError(f"task must be one skill, not the mixture {task.name!r}: its examples have different prompts")
+    if x.shape[1] != task.n or x.numel() and (x.min() < 0 or x.max() > 9):
+        raise ValueError(f"x must be a (batch, {task.n}) tensor of digits 0..9, got shape {tuple(x.shape)}")
+    seq = task.prefix(x.cpu()).to(device_of(model))
+    for _ in range(x.shape[1]):
         logits = model(seq)[:, -1]
         seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
-    return seq[:, n + 2:].cpu()
+    return seq[:, -x.shape[1]:].cpu()
 
 
 @torch.no_grad()
@@ -61,6 +61,9 @@ def evaluate(model: nn.Module, task, n_examples: int = 512, metric: str = "token
     """Accuracy of greedy decoding on a fixed held-out set: per answer token ("token") or whole answer ("sequence")."""
     check_model(model)
     task = get_task(task)
+    if isinstance(task, Mixture):  # the mean over its distinct skills
+        parts = dict.fromkeys(task.parts)
+        return sum(evaluate(model, p, n_examples, metric, seed, batch_size) for p in parts) / len(parts)
     if not isinstance(metric, str) or metric not in ("token", "sequence"):
         raise ValueError(f"metric must be 'token' or 'sequence', got {metric!r}")
     _count("n_examples", n_examples, hi=10**7)
@@ -73,7 +76,7 @@ def evaluate(model: nn.Module, task, n_examples: int = 512, metric: str = "token
     try:
         for start in range(0, n_examples, batch_size):
             x = task.sample_x(min(batch_size, n_examples - start), g)
-            ok = generate(model, x) == task.fn(x)
+            ok = generate(model, x, task) == task.fn(x)
             if metric == "token":
                 correct += int(ok.sum())
                 total += ok.numel()

@@ -14,9 +14,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import lora_edu as le
+
+from .conftest import logits_tol
 from lora_edu.adapters import CONFIG_NAME, WEIGHTS_NAME
 
-QV = [f"blocks.{i}.attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+QV = [f"blocks.{i}.attn.{p}" for i in range(3) for p in ("q_proj", "v_proj")]
 
 
 @pytest.fixture
@@ -82,7 +84,7 @@ def test_load_adapter_into_fresh_model_reproduces_finetuned_outputs(_pretrained_
     le.seed_everything(0)
     tuned = copy.deepcopy(_pretrained_cpu).to(device)
     le.add_lora(tuned, ("q_proj", "v_proj"), r=4)
-    le.train(tuned, "reverse", 25, lr=1e-2, progress=False, eval_examples=16)
+    le.train(tuned, "plus3", 25, lr=1e-2, progress=False, eval_examples=16)
     expected = tuned.eval()(tokens)
     le.extract_adapter(tuned).save(tmp_path)
 
@@ -101,7 +103,7 @@ def test_merge_adapter_matches_lora_and_unmerge_restores_w0(pretrained, make_ada
     W0 = plain_weights(pretrained)
     assert le.merge_adapter(pretrained, a) == QV
     assert le.lora_layers(pretrained) == {}
-    assert (pretrained(tokens) - reference).abs().max().item() <= 1e-5
+    assert (pretrained(tokens) - reference).abs().max().item() <= logits_tol(reference)
     for n in QV:
         torch.testing.assert_close(pretrained.get_submodule(n).weight, W0[n] + a.delta(n).to(W0[n].device),
                                    rtol=1e-6, atol=1e-6)
@@ -119,7 +121,7 @@ def test_switching_among_three_adapters(pretrained, make_adapter, tokens, same_o
     for _ in range(2):
         for a, ref in zip(adapters, refs):
             le.merge_adapter(pretrained, a)
-            assert (pretrained(tokens) - ref).abs().max().item() <= 1e-5
+            assert (pretrained(tokens) - ref).abs().max().item() <= logits_tol(ref)
             le.unmerge_adapter(pretrained, a)
     for n, w in plain_weights(pretrained).items():
         assert (w - W0[n]).abs().max().item() <= 1e-6
@@ -159,7 +161,8 @@ def test_stack_equals_concatenated_adapter(pretrained, make_adapter, tokens):
     both = copy.deepcopy(pretrained)
     le.merge_adapter(both, a1)
     le.merge_adapter(both, a2)
-    assert (both(tokens) - with_adapter(pretrained, cat)(tokens)).abs().max().item() <= 1e-5
+    ref = with_adapter(pretrained, cat)(tokens)
+    assert (both(tokens) - ref).abs().max().item() <= logits_tol(ref)
 
 
 def test_merge_adapter_weight(pretrained, make_adapter):
@@ -549,7 +552,7 @@ def test_loaded_adapter_owns_its_memory(saved, pretrained, tokens):
     for n, (A, B) in a.tensors.items():
         assert torch.equal(A, before[n][0]) and torch.equal(B, before[n][1])
     le.merge_adapter(pretrained, a)
-    assert (pretrained(tokens) - reference).abs().max().item() <= 1e-5
+    assert (pretrained(tokens) - reference).abs().max().item() <= logits_tol(reference)
     with torch.no_grad():  # and the tensors are writable memory of their own
         a.tensors[QV[0]][0].mul_(2)
 

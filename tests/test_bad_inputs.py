@@ -185,7 +185,7 @@ case("load_adapter missing dir", "plain", lambda m, e: le.load_adapter(m, e.tmp 
 
 
 def _train(**kw):
-    return lambda m, e: le.train(m, **{"task": "reverse", "steps": 2, "progress": False, **kw})
+    return lambda m, e: le.train(m, **{"task": "plus3", "steps": 2, "progress": False, **kw})
 
 
 numbers("train.steps", "lora", lambda v: _train(steps=v), ["str", "bool", "float", "neg", "huge"])
@@ -200,13 +200,13 @@ case("train.progress='no'", "lora", _train(progress="no"), TypeError, "progress"
 case("train.desc=3", "lora", _train(desc=3), TypeError, "desc")
 case("train.task=None", "lora", _train(task=None), TypeError, "task")
 case("train.task='transpose'", "lora", _train(task="transpose"), ValueError, "task")
-case("train.model=None", None, lambda m, e: le.train(None, "reverse", 2), TypeError, "model")
+case("train.model=None", None, lambda m, e: le.train(None, "plus3", 2), TypeError, "model")
 case("train merged", "merged", _train(), ValueError, "merged LoRA layers")
 case("train nothing trainable", "frozen", _train(), ValueError, "no trainable parameters")
 
 
 def _evaluate(**kw):
-    return lambda m, e: le.evaluate(m, **{"task": "copy", "n_examples": 8, **kw})
+    return lambda m, e: le.evaluate(m, **{"task": "rot0", "n_examples": 8, **kw})
 
 
 numbers("evaluate.n_examples", "plain", lambda v: _evaluate(n_examples=v), ["zero", "neg", "bool", "huge", "str"])
@@ -214,12 +214,19 @@ numbers("evaluate.batch_size", "plain", lambda v: _evaluate(batch_size=v), ["zer
 numbers("evaluate.seed", "plain", lambda v: _evaluate(seed=v), ["str", "neg"])
 case("evaluate.metric", "plain", _evaluate(metric="f1"), ValueError, "metric")
 case("evaluate.task", "plain", _evaluate(task=3), TypeError, "task")
-case("evaluate.model", None, lambda m, e: le.evaluate("model", "copy"), TypeError, "model")
-case("generate.model", None, lambda m, e: le.generate(3, torch.zeros(1, 8, dtype=torch.long)), TypeError, "model")
-for id_, bad in (("float", torch.zeros(1, 8)), ("1-D", torch.zeros(8, dtype=torch.long)), ("list", [[1, 2]])):
-    case(f"generate.x {id_}", "plain", lambda m, e, b=bad: le.generate(m, b), TypeError, "x must")
-case("generate.task", "plain", lambda m, e: le.generate(m, torch.zeros(1, 8, dtype=torch.long), task="?"),
+case("evaluate.model", None, lambda m, e: le.evaluate("model", "rot0"), TypeError, "model")
+case("generate.model", None, lambda m, e: le.generate(3, torch.zeros(1, 6, dtype=torch.long), "rot0"), TypeError,
+     "model")
+for id_, bad in (("float", torch.zeros(1, 6)), ("1-D", torch.zeros(6, dtype=torch.long)), ("list", [[1, 2]])):
+    case(f"generate.x {id_}", "plain", lambda m, e, b=bad: le.generate(m, b, "rot0"), TypeError, "x must")
+case("generate.x n=8", "plain", lambda m, e: le.generate(m, torch.zeros(1, 8, dtype=torch.long), "rot0"),
+     ValueError, "x must")
+case("generate.x digit 12", "plain", lambda m, e: le.generate(m, torch.full((1, 6), 12), "rot0"), ValueError,
+     "x must")
+case("generate.task", "plain", lambda m, e: le.generate(m, torch.zeros(1, 6, dtype=torch.long), task="?"),
      ValueError, "task")
+case("generate.task=mixture", "plain", lambda m, e: le.generate(m, torch.zeros(1, 6, dtype=torch.long), "pretrain"),
+     ValueError, "mixture")
 case("task_loss.inputs", "plain", lambda m, e: task_loss(m, "x", torch.zeros(1, 3, dtype=torch.long)), TypeError,
      "inputs must")
 case("task_loss.targets", "plain", lambda m, e: task_loss(m, torch.zeros(1, 3, dtype=torch.long),
@@ -259,7 +266,7 @@ numbers("seed_everything.seed", None, lambda v: lambda m, e: le.seed_everything(
 case("get_task(5)", None, lambda m, e: le.get_task(5), TypeError, "task")
 case("get_task('nope')", None, lambda m, e: le.get_task("nope"), ValueError, "task")
 for bad in (0, -1, "1", 2.5):
-    case(f"Task.batch.batch_size={bad!r}", None, lambda m, e, b=bad: le.get_task("copy").batch(b), ValueError,
+    case(f"Task.batch.batch_size={bad!r}", None, lambda m, e, b=bad: le.get_task("rot0").batch(b), ValueError,
          "batch_size must")
 
 # ---- lowrank (its checks) ---------------------------------------------------------------------------------------
@@ -297,14 +304,14 @@ for id_, call, exc, match in [
     ("effective_rank.W=str", lambda m, e: le.effective_rank("W"), TypeError, "W must"),
     ("effective_rank.W NaN", lambda m, e: le.effective_rank(torch.tensor([1.0, NAN])), ValueError, "W must"),
     ("effective_rank.W 3-D", lambda m, e: le.effective_rank(torch.ones(2, 2, 2)), ValueError, "W must"),
-    ("Task.make.x float", lambda m, e: le.get_task("copy").make(torch.zeros(2, 8)), TypeError, "x must"),
-    ("Task.make.x list", lambda m, e: le.get_task("copy").make([[1] * 8]), TypeError, "x must"),
-    ("Task.make.x n=7", lambda m, e: le.get_task("copy").make(torch.zeros(2, 7, dtype=torch.long)), ValueError,
+    ("Task.make.x float", lambda m, e: le.get_task("rot0").make(torch.zeros(2, 6)), TypeError, "x must"),
+    ("Task.make.x list", lambda m, e: le.get_task("rot0").make([[1] * 6]), TypeError, "x must"),
+    ("Task.make.x n=7", lambda m, e: le.get_task("rot0").make(torch.zeros(2, 7, dtype=torch.long)), ValueError,
      "x must"),
-    ("Task.make.x digit 10", lambda m, e: le.get_task("copy").make(torch.full((2, 8), 10)), ValueError, "x must"),
-    ("Task.make.device", lambda m, e: le.get_task("copy").make(torch.zeros(1, 8, dtype=torch.long), device="gpu"),
+    ("Task.make.x digit 10", lambda m, e: le.get_task("rot0").make(torch.full((2, 6), 10)), ValueError, "x must"),
+    ("Task.make.device", lambda m, e: le.get_task("rot0").make(torch.zeros(1, 6, dtype=torch.long), device="gpu"),
      ValueError, "device"),
-    ("Task.batch.generator='g'", lambda m, e: le.get_task("copy").batch(2, generator="g"), TypeError, "generator"),
+    ("Task.batch.generator='g'", lambda m, e: le.get_task("rot0").batch(2, generator="g"), TypeError, "generator"),
     ("encode('3a')", lambda m, e: le.tasks.encode("3a"), ValueError, "digits must"),
     ("encode(5)", lambda m, e: le.tasks.encode(5), TypeError, "digits must"),
     ("encode([1.5])", lambda m, e: le.tasks.encode([1.5]), TypeError, "digits must"),

@@ -16,7 +16,7 @@ from .conftest import random_adapter, same_state, state_of
 
 # ---- notebook 06 -----------------------------------------------------------------------------
 def test_time_forward_and_output_diff(base):
-    tokens = common._example_tokens("reverse", 4, "cpu")
+    tokens = common._example_tokens("plus3", 4, "cpu")
     t = common.time_forward(base, tokens, repeats=3, warmup=0)
     assert len(t) == 3 and t == sorted(t) and t[0] > 0
     assert common.max_output_diff(base, copy.deepcopy(base), tokens) == 0.0
@@ -24,29 +24,29 @@ def test_time_forward_and_output_diff(base):
         common.time_forward(base, tokens, repeats=0)
 
 def test_merged_equals_unmerged(base, random_adapters):
-    a = random_adapters["reverse"]
+    a = random_adapters["plus3"]
     merged, unmerged = copy.deepcopy(base), copy.deepcopy(base)
     le.merge_adapter(merged, a)
     le.load_adapter(unmerged, a)
-    tokens = common._example_tokens("reverse", 8, "cpu")
+    tokens = common._example_tokens("plus3", 8, "cpu")
     assert common.max_output_diff(merged, unmerged, tokens) < 1e-4
     assert common.max_output_diff(merged, base, tokens) > 1e-3  # the adapter does change the outputs
 
 def test_latency_comparison(base, random_adapters):
     before = state_of(base)
-    rows = common.latency_comparison(base, random_adapters["reverse"], batch_sizes=(1, 4), repeats=3, warmup=1)
-    assert [r["batch"] for r in rows] == [1, 4] and rows[1]["tokens"] == 4 * 17
+    rows = common.latency_comparison(base, random_adapters["plus3"], batch_sizes=(1, 4), repeats=3, warmup=1)
+    assert [r["batch"] for r in rows] == [1, 4] and rows[1]["tokens"] == 4 * le.get_task("plus3").seq_len
     for r in rows:
         for k in ("base", "merged", "unmerged"):
             assert 0 < r[f"{k}_p10_ms"] <= r[f"{k}_ms"] <= r[f"{k}_p90_ms"]
         assert r["unmerged_over_base"] == pytest.approx(r["unmerged_ms"] / r["base_ms"])
     assert same_state(before, state_of(base))
     with pytest.raises(ValueError):
-        common.latency_comparison(base, random_adapters["reverse"], batch_sizes=())
+        common.latency_comparison(base, random_adapters["plus3"], batch_sizes=())
     with pytest.raises(ValueError):
-        common.latency_comparison(base, random_adapters["reverse"], batch_sizes=(0,))
+        common.latency_comparison(base, random_adapters["plus3"], batch_sizes=(0,))
     with pytest.raises(TypeError):
-        common.latency_comparison(base, "reverse")
+        common.latency_comparison(base, "plus3")
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 def test_merge_drift_exact_is_zero_and_rounding_is_not(base, random_adapters, dtype):
@@ -62,7 +62,7 @@ def test_merge_drift_bf16_worse_than_fp32_and_grows(base, random_adapters):
     f32 = common.switch_drift(base, random_adapters, "float32", checkpoints=(50,))[0]["max_abs"]
     bf = common.switch_drift(base, random_adapters, torch.bfloat16, checkpoints=(1, 50))
     assert bf[1]["max_abs"] > bf[0]["max_abs"] > f32
-    acc = common.switch_drift(base, random_adapters, "float32", checkpoints=(1,), task="copy", n_examples=32)
+    acc = common.switch_drift(base, random_adapters, "float32", checkpoints=(1,), task="rot0", n_examples=32)
     acc = acc[0]["accuracy"]
     assert acc == 1.0
 
@@ -75,7 +75,7 @@ def test_merge_drift_rejects(base, random_adapters, kw):
 def test_merge_drift_rejects_mismatched_adapters(base, random_adapters):
     other = random_adapter(base, r=4)
     with pytest.raises(ValueError):
-        common.switch_drift(base, [random_adapters["reverse"], other])
+        common.switch_drift(base, [random_adapters["plus3"], other])
 
 def test_format_table():
     rows = [{"targets": ("q_proj", "v_proj"), "r": 4, "accuracy": 0.5, "h": {"x": 1}}]

@@ -17,11 +17,11 @@ from lora_edu.pretrained import CHECKPOINT
 
 def test_forward_shapes_and_attention_maps(pretrained, tokens):
     logits = pretrained(tokens)
-    assert logits.shape == (8, 17, 16)
+    assert logits.shape == (8, 15, 20)
     logits2, atts = pretrained(tokens, return_attn=True)
-    assert len(atts) == 2
+    assert len(atts) == 3
     for att in atts:
-        assert att.shape == (8, 4, 17, 17)
+        assert att.shape == (8, 4, 15, 15)
         torch.testing.assert_close(att.sum(-1), torch.ones_like(att.sum(-1)))
         assert torch.all(att.triu(1) == 0)  # causal: no position looks ahead
     torch.testing.assert_close(logits2, logits, rtol=1e-5, atol=1e-5)  # explicit softmax path == SDPA path
@@ -73,11 +73,14 @@ def test_bad_tokens(pretrained, device):
 # ---- tasks ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("name", "x", "y"), [
-    ("copy", "31415926", "31415926"),
-    ("reverse", "31415926", "62951413"),
-    ("increment", "31949099", "42050100"),
-    ("sort", "31415926", "11234569"),
-    ("rotate", "31415926", "14159263"),
+    ("rot0", "314159", "314159"),
+    ("rot1", "314159", "141593"),
+    ("add1", "314159", "455642"),  # x_i + x_(i+1) mod 10, wrapping around: 9 + 3 = 12 → 2
+    ("sub2", "314159", "909228"),  # x_i − x_(i+2) mod 10: 3 − 4 → 9
+    ("rsub2", "314159", "101882"),  # x_(i+2) − x_i mod 10
+    ("plus3", "314159", "463463"),  # plus3 asks for add3's rule
+    ("minus5", "314159", "483744"),  # minus5 asks for sub5's
+    ("rminus1", "314159", "837444"),  # rminus1 asks for rsub1's
 ])
 def test_task_rules(name, x, y):
     task = le.get_task(name)
@@ -86,31 +89,54 @@ def test_task_rules(name, x, y):
 
 
 def test_task_registry():
-    assert le.PRETRAIN_TASK == "copy" and le.PRETRAIN_TASK in le.TASKS
+    assert le.PRETRAIN_TASK == "pretrain" and le.PRETRAIN_TASK in le.TASKS
     assert len(le.DOWNSTREAM_TASKS) >= 3
     assert set(le.DOWNSTREAM_TASKS) <= set(le.TASKS) and le.PRETRAIN_TASK not in le.DOWNSTREAM_TASKS
     assert all(le.TASKS[n].description for n in le.TASKS)
+    mix = le.TASKS[le.PRETRAIN_TASK]
+    # a downstream task is never pretrained: neither its word nor the (op, k) pair it asks for
+    for name in le.DOWNSTREAM_TASKS:
+        t = le.get_task(name)
+        assert t.op in T.NEW_WORDS and name not in mix.parts
+        assert f"{T.NEW_WORDS[t.op]}{t.k}" in T.HELD_OUT and f"{T.NEW_WORDS[t.op]}{t.k}" not in mix.parts
+        assert torch.equal(t.fn(T.encode("314159")), le.get_task(f"{T.NEW_WORDS[t.op]}{t.k}").fn(T.encode("314159")))
+    assert all(le.get_task(p).op in T.RULES for p in mix.parts)
+    assert {p for p in mix.parts if p.startswith("rot")} == {f"rot{k}" for k in range(T.N_DIGITS)}
 
 
-@pytest.mark.parametrize("name", list(le.TASKS))
+@pytest.mark.parametrize("name", [n for n in le.TASKS if n != le.PRETRAIN_TASK])
 def test_batch_layout(name, device):
     task = le.get_task(name)
     inputs, targets = task.batch(32, torch.Generator().manual_seed(3), device)
     n = task.n
-    assert inputs.shape == targets.shape == (32, task.seq_len) == (32, 2 * n + 1)
+    assert inputs.shape == targets.shape == (32, task.seq_len) == (32, 2 * n + 3)
     assert inputs.device.type == device.type and inputs.dtype == torch.long
-    assert torch.all(inputs[:, 0] == T.BOS) and torch.all(inputs[:, n + 1] == T.SEP)
-    x = inputs[:, 1:n + 1].cpu()
+    assert torch.all(inputs[:, 0] == T.BOS) and torch.all(inputs[:, 1] == T.OPS[task.op])
+    assert torch.all(inputs[:, 2] == task.k) and torch.all(inputs[:, n + 3] == T.SEP)
+    x = inputs[:, 3:n + 3].cpu()
     assert torch.all((x >= 0) & (x < 10))
-    assert torch.all(targets[:, :n + 1] == -100)  # digits and SEP are given, not scored
-    assert torch.all(targets[:, n + 1:] >= 0)
+    assert torch.all(targets[:, :n + 3] == -100)  # the prompt, the digits and SEP are given, not scored
+    assert torch.all(targets[:, n + 3:] >= 0)
     answer = targets[:, task.answer_slice()].cpu()
     assert torch.equal(answer, task.fn(x))
-    assert torch.equal(inputs[:, n + 2:].cpu(), answer[:, :-1])  # teacher forcing: input is target shifted
+    assert torch.equal(inputs[:, n + 4:].cpu(), answer[:, :-1])  # teacher forcing: input is target shifted
+
+
+def test_pretraining_mixture_batches():
+    mix = le.get_task(le.PRETRAIN_TASK)
+    inputs, targets = mix.batch(512, torch.Generator().manual_seed(0))
+    ops = {T.OPS[le.get_task(p).op] for p in mix.parts}
+    assert set(inputs[:, 1].tolist()) == ops  # every pretraining op appears, and no new word
+    for i in range(0, 512, 37):  # each row is one of its skills, answered by that skill's rule
+        task = le.get_task(f"{T.decode(inputs[i, 1:2])}{int(inputs[i, 2])}")
+        assert task.name in mix.parts
+        assert torch.equal(targets[i, task.answer_slice()], task.fn(inputs[i:i + 1, 3:task.n + 3])[0])
+    a, b = mix.batch(64, torch.Generator().manual_seed(1)), mix.batch(64, torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_batches_are_seeded():
-    task = le.get_task("sort")
+    task = le.get_task("add2")
     a = task.batch(16, torch.Generator().manual_seed(5))
     b = task.batch(16, torch.Generator().manual_seed(5))
     c = task.batch(16, torch.Generator().manual_seed(6))
@@ -121,9 +147,9 @@ def test_batches_are_seeded():
 def test_encode_decode():
     assert T.encode("3 1 4").tolist() == [[3, 1, 4]]
     assert T.encode([0, 9]).tolist() == [[0, 9]]
-    copy3 = dataclasses.replace(le.get_task("copy"), n=3)  # make() needs exactly n digits per row
+    copy3 = dataclasses.replace(le.get_task("rot0"), n=3)  # make() needs exactly n digits per row
     inputs, _ = copy3.make(T.encode("314"))
-    assert T.decode(inputs[0]) == "<bos> 3 1 4 | 3 1"
+    assert T.decode(inputs[0]) == "<bos> rot 0 3 1 4 | 3 1"
     assert T.decode(T.encode(torch.tensor([7, 0]))[0].int()) == "7 0"  # tensors of any integer dtype
     inputs32, targets32 = copy3.make(T.encode("314").int())
     assert torch.equal(inputs32, inputs) and targets32.dtype == torch.long
@@ -135,13 +161,18 @@ def test_encode_decode():
     (lambda: T.encode("3a"), ValueError, "digits must"),
     (lambda: T.encode(3), TypeError, "digits must"),
     (lambda: T.decode("<bos> 3"), TypeError, "tokens must"),
-    (lambda: le.get_task("copy").make(torch.zeros(1, 8)), TypeError, "x must be an integer tensor"),
-    (lambda: le.get_task("copy").make(torch.zeros(1, 9, dtype=torch.long)), ValueError, r"x must be a \(batch, 8\)"),
-    (lambda: le.get_task("copy").batch(2, generator=5), TypeError, "generator must"),
+    (lambda: le.get_task("rot0").make(torch.zeros(1, 6)), TypeError, "x must be an integer tensor"),
+    (lambda: le.get_task("rot0").make(torch.zeros(1, 9, dtype=torch.long)), ValueError, r"x must be a \(batch, 6\)"),
+    (lambda: le.get_task("rot0").batch(2, generator=5), TypeError, "generator must"),
+    (lambda: le.get_task(le.PRETRAIN_TASK).batch(2, generator=5), TypeError, "generator must"),
+    (lambda: le.get_task(le.PRETRAIN_TASK).batch(0), ValueError, "batch_size"),
+    (lambda: T.Task("mul", 1), ValueError, "op must be one of"),
+    (lambda: T.Task("add", 6), ValueError, "k an int"),
+    (lambda: T.Task("add", 1.0), ValueError, "k an int"),
     (lambda: T.encode([1, 10]), ValueError, "digits"),
     (lambda: T.encode([-1]), ValueError, "digits"),
-    (lambda: le.get_task("copy").batch(0), ValueError, "batch_size"),
-    (lambda: le.get_task("copy").batch(2.0), ValueError, "batch_size"),
+    (lambda: le.get_task("rot0").batch(0), ValueError, "batch_size"),
+    (lambda: le.get_task("rot0").batch(2.0), ValueError, "batch_size"),
 ])
 def test_task_bad_inputs(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -177,14 +208,24 @@ def test_pretrained_info_refuses_other_files(tmp_path):
 
 
 def test_generate_and_evaluate(pretrained):
-    x = T.encode("31415926").repeat(3, 1)
-    out = le.generate(pretrained, x)
-    assert out.shape == (3, 8) and out.device.type == "cpu"
-    assert torch.equal(out, x)  # the pretrained model copies
-    assert le.evaluate(pretrained, "copy", n_examples=64) == 1.0
-    seq = le.evaluate(pretrained, "reverse", n_examples=64, metric="sequence")
-    tok = le.evaluate(pretrained, "reverse", n_examples=64)
-    assert 0.0 <= seq <= tok < 0.5
+    x = T.encode("314159").repeat(3, 1)
+    out = le.generate(pretrained, x, "rot0")
+    assert out.shape == (3, 6) and out.device.type == "cpu"
+    assert torch.equal(out, x)  # the pretrained model copies (rot 0)
+    assert torch.equal(le.generate(pretrained, x, "add1"), le.get_task("add1").fn(x))  # and adds
+    info = le.pretrained_info()["lora_edu_accuracy"]
+    assert set(info) == set(le.TASKS[le.PRETRAIN_TASK].parts) and min(info.values()) >= 0.99  # every skill learned
+    assert le.evaluate(pretrained, "add1", n_examples=64, metric="sequence") >= 0.95
+    for name in le.DOWNSTREAM_TASKS:  # a new word: the pretrained model cannot answer until adapted
+        seq = le.evaluate(pretrained, name, n_examples=256, metric="sequence")
+        tok = le.evaluate(pretrained, name, n_examples=256)
+        assert 0.0 <= seq <= tok and seq < 0.2
+    mix = le.evaluate(pretrained, le.PRETRAIN_TASK, n_examples=32, metric="sequence")
+    assert mix >= 0.95  # the mixture's accuracy is the mean over its skills
+    with pytest.raises(ValueError, match="mixture"):
+        le.generate(pretrained, x, le.PRETRAIN_TASK)
+    with pytest.raises(ValueError, match=r"x must be a \(batch, 6\)"):
+        le.generate(pretrained, T.encode("3141"), "rot0")
     assert pretrained.training is False
 
 
@@ -200,7 +241,7 @@ def test_evaluate_bad_inputs(pretrained, snapshot, kwargs, exc, match):
     pretrained.train()
     snap = snapshot(pretrained)
     with pytest.raises(exc, match=match):
-        le.evaluate(pretrained, "copy", **kwargs)
+        le.evaluate(pretrained, "rot0", **kwargs)
     snap.assert_unchanged(pretrained)
 
 
@@ -253,7 +294,7 @@ def test_fast_mode_and_pick(monkeypatch):
 
 
 def test_make_keeps_the_device_of_x(device):
-    x = T.encode("31415926").to(device)
-    inputs, targets = le.get_task("reverse").make(x)
+    x = T.encode("314159").to(device)
+    inputs, targets = le.get_task("plus3").make(x)
     assert inputs.device.type == device.type
-    assert T.decode(inputs[0].cpu()) == "<bos> 3 1 4 1 5 9 2 6 | 6 2 9 5 1 4 1"
+    assert T.decode(inputs[0].cpu()) == "<bos> plus 3 3 1 4 1 5 9 | 4 6 3 4 6"

@@ -64,7 +64,7 @@ def _models():
     stack = bench.BenchStack(64, 2).double()
     toy = le.load_pretrained(device="cpu").double()
     return {"stack": (stack, torch.randn(2, 5, 64, dtype=torch.float64)),
-            "toy": (toy, le.get_task("reverse").batch(4)[0])}
+            "toy": (toy, le.get_task("plus3").batch(4)[0])}
 
 
 @pytest.fixture(scope="module")

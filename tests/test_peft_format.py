@@ -16,13 +16,13 @@ import lora_edu as le
 from lora_edu.peft_format import PREFIX, from_peft, is_peft_config, peft_layers, to_peft
 
 peft = pytest.importorskip("peft")
-QV = [f"blocks.{i}.attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+QV = [f"blocks.{i}.attn.{p}" for i in range(3) for p in ("q_proj", "v_proj")]
 
 
 def make_adapter(seed=0, r=4, alpha=8.0, rslora=False, dtype=torch.float32, targets=("q_proj", "v_proj")):
     """An Adapter for the toy with random A and B (ΔW ≠ 0), seeded."""
     g = torch.Generator().manual_seed(seed)
-    names = [f"blocks.{i}.attn.{t}" for i in range(2) for t in targets]
+    names = [f"blocks.{i}.attn.{t}" for i in range(3) for t in targets]
     t = {n: ((torch.randn(r, 64, generator=g) / 8).to(dtype), (torch.randn(64, r, generator=g) * 0.1).to(dtype))
          for n in names}
     return le.Adapter(r, alpha, tuple(targets), rslora, t)
@@ -173,7 +173,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def toy_tokens():
-    return le.get_task("reverse").batch(8, torch.Generator().manual_seed(0))[0]
+    return le.get_task("plus3").batch(8, torch.Generator().manual_seed(0))[0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

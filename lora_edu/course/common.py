@@ -18,7 +18,7 @@ from ..adapters import Adapter, load_adapter, merge_adapter, unmerge_adapter
 from ..inject import add_lora, check_model, lora_layers, merge_lora, normalize_targets, remove_lora, unmerge_lora
 from ..lowrank import amplification_factor, as_matrix, compression_ratio, lora_param_count, projection_norm
 from ..pretrained import load_pretrained
-from ..runtime import device_of, get_device, seed_everything
+from ..runtime import device_of, fast_mode, get_device, seed_everything
 from ..tasks import get_task
 from ..train import evaluate, train
 
@@ -93,7 +93,7 @@ def max_output_diff(model_a: nn.Module, model_b: nn.Module, tokens: torch.Tensor
 
 
 def latency_comparison(base: nn.Module, adapter: Adapter, batch_sizes=(1, 16, 256), repeats: int = 30,
-                       warmup: int = 3, task="reverse") -> list[dict]:
+                       warmup: int = 3, task="plus3") -> list[dict]:
     """Forward latency of the base model, the merged model (W0 + BA as one matrix) and the unmerged LoRA model.
 
     `base` must be a plain model (it is copied, never changed). Measurements are interleaved round-robin so
@@ -307,14 +307,21 @@ def param_count_summary(d, k, r) -> dict | str:
     return out
 
 
+LORA_RECIPE = {"targets": ("q_proj", "v_proj"), "r": 4, "alpha": 8.0, "lr": 1e-2, "weight_decay": 1.0,
+               "steps": 300, "batch_size": 64}  # the course's LoRA budget (benchmarks/vehicle.py measures it)
+
+
 def train_lora(task, *, base: nn.Module | None = None, targets=("q_proj", "v_proj"), r: int = 4,
-               alpha: float | None = None, lr: float = 1e-2, steps: int = 300, seed: int = 0, full: bool = False,
-               device=None, threads: int | None = None, **train_kwargs) -> tuple[nn.Module, dict]:
+               alpha: float | None = 8.0, lr: float = 1e-2, steps: int = 300, seed: int = 0, full: bool = False,
+               weight_decay: float | None = None, device=None, threads: int | None = None,
+               **train_kwargs) -> tuple[nn.Module, dict]:
     """The course's one fine-tuning run: a copy of `base` (default: the shipped pretrained toy) trained on `task`.
 
     LoRA(r, alpha) on `targets` with everything else frozen, or every parameter with ``full=True``. `seed` fixes
-    A's random init and the order of the training data, so two seeds are two independent runs. Everything after
-    the model is built is `le.train` (extra keyword arguments go to it). Returns (model, train()'s history).
+    A's random init and the order of the training data, so two seeds are two independent runs. weight_decay
+    defaults to LORA_RECIPE's 1.0 for LoRA (AdamW's decay on A and B keeps ΔW = BA small and low-rank) and to 0
+    for full fine-tuning (decay would pull W toward 0, not toward W0). Everything after the model is built is
+    `le.train` (extra keyword arguments go to it). Returns (model, train()'s history).
     """
     if not isinstance(full, bool):
         raise TypeError(f"full must be a bool, got {type(full).__name__}")
@@ -332,7 +339,8 @@ def train_lora(task, *, base: nn.Module | None = None, targets=("q_proj", "v_pro
     else:
         add_lora(model, targets, r=r, alpha=alpha)  # validates targets, r, alpha before touching the model
     with cpu_threads(threads, device_of(model)):
-        hist = train(model, task, steps, lr=lr, seed=seed, **train_kwargs)
+        wd = (0.0 if full else LORA_RECIPE["weight_decay"]) if weight_decay is None else weight_decay
+        hist = train(model, task, steps, lr=lr, seed=seed, weight_decay=wd, **train_kwargs)
     return model, hist
 
 
@@ -502,3 +510,40 @@ def results_dir() -> Path:
             if (d / "benchmarks" / "results").is_dir():
                 return d / "benchmarks" / "results"
     return Path("benchmarks") / "results"
+
+
+# ---------------------------------------------------------------------------------------------
+# claims: every comparative sentence is chosen by the numbers it rests on
+
+def spread(values, fmt: str = "{:.3f}") -> str:
+    """'mean [min–max] over n' of a list of numbers: how head-to-head comparisons show seed spread."""
+    v = [float(x) for x in values]
+    if not v:
+        return "no runs"
+    mean = fmt.format(sum(v) / len(v))
+    return mean if len(v) == 1 else f"{mean} [{fmt.format(min(v))}–{fmt.format(max(v))}] over {len(v)}"
+
+
+def claim(key: str, holds, said: str, otherwise: str, expected: bool = True) -> str:
+    """Print the sentence the measured numbers support — `said` if `holds`, else `otherwise` — and return it.
+
+    Both sentences are written by the caller with the numbers in them; `otherwise` says what happened instead
+    and, where the toy departs from the paper, why. `expected` marks a claim the lesson is built on: in full mode
+    `make claims` (tools/claims.py) fails when it does not hold. With $LORA_EDU_CLAIMS set, each call appends
+    a JSON line there (key, holds, expected, fast mode, text) for that tool to collect.
+    """
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"key must be a non-empty str, got {key!r}")
+    ok = bool(holds)
+    text = ("✅ " + said) if ok else ("⚠️ " + otherwise)
+    if fast_mode():
+        text += " (fast mode: fewer steps and seeds; the full run is the one checked)"
+    print(text)
+    path = os.environ.get("LORA_EDU_CLAIMS")
+    if path:
+        import json
+
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": key, "holds": ok, "expected": bool(expected), "fast": fast_mode(),
+                                "text": text}) + "\n")
+    return text

@@ -1,0 +1,83 @@
+"""`make claims`: run every notebook in full mode and check each claim its prose is built on.
+
+Each notebook prints its comparative sentences through `lora_edu.course.common.claim`, which picks the sentence
+the numbers support and, with $LORA_EDU_CLAIMS set, records it. This tool executes the notebooks (full mode,
+one after another), collects those records and writes benchmarks/results/claims.json (atomically). It exits 1
+when a claim marked `expected` does not hold, a notebook fails, or a notebook runs over its time budget
+(3 min full mode, issue 11), so a vehicle change that breaks a lesson cannot land silently.
+
+Usage: python tools/claims.py [--out PATH] [--mode full|fast] [notebook ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from nbrun import notebook_client  # noqa: E402
+
+BUDGET_S = {"full": 180, "fast": 60}
+
+
+def run(path: Path, mode: str) -> dict:
+    """Execute one notebook; its claims, seconds and error (None if it ran to the end)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "claims.jsonl"
+        os.environ.update(LORA_EDU_FAST="1" if mode == "fast" else "0", LORA_EDU_CLAIMS=str(log),
+                          MPLBACKEND="module://matplotlib_inline.backend_inline")
+        nb = nbformat.read(path, as_version=4)
+        t0, error = time.perf_counter(), None
+        try:
+            notebook_client(nb, timeout=900, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+        except Exception as e:  # noqa: BLE001 — reported, and the run fails
+            error = f"{type(e).__name__}: {str(e)[-800:]}"
+        seconds = time.perf_counter() - t0
+        claims = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return {"notebook": path.name, "mode": mode, "seconds": round(seconds, 1), "budget_s": BUDGET_S[mode],
+            "error": error, "claims": claims}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("notebooks", nargs="*", type=Path)
+    ap.add_argument("--mode", choices=["full", "fast"], default="full")
+    ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/claims[_fast].json")
+    args = ap.parse_args(argv)
+    out = args.out or ROOT / "benchmarks" / "results" / f"claims{'' if args.mode == 'full' else '_fast'}.json"
+    nbs = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    results, failures = [], []
+    for p in nbs:
+        r = run(p, args.mode)
+        results.append(r)
+        bad = [c for c in r["claims"] if c["expected"] and not c["holds"]]
+        print(f"{p.name:45s} {r['seconds']:6.1f} s  {len(r['claims']):3d} claims  "
+              f"{sum(c['holds'] for c in r['claims']):3d} hold  {len(bad)} expected ones fail")
+        for c in bad:
+            failures.append(f"{p.name}: claim {c['key']!r} does not hold: {c['text']}")
+        if r["error"]:
+            failures.append(f"{p.name}: {r['error']}")
+        if r["seconds"] > r["budget_s"]:
+            failures.append(f"{p.name}: {r['seconds']:.0f} s, over the {r['budget_s']} s {args.mode}-mode budget")
+    doc = {"mode": args.mode, "cpu_count": os.cpu_count(), "notebooks": results, "failures": failures}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    print(f"wrote {out}")
+    for f in failures:
+        print("FAIL", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
