@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import lora_edu as le
+from lora_edu.adapters import CONFIG_NAME, WEIGHTS_NAME
 
 from .conftest import logits_tol
-from lora_edu.adapters import CONFIG_NAME, WEIGHTS_NAME
 
 QV = [f"blocks.{i}.attn.{p}" for i in range(3) for p in ("q_proj", "v_proj")]
 
