@@ -108,7 +108,7 @@ def test_ex3_needs_the_matrix(capsys):
 def base_and_adapters():
     base = le.load_pretrained(device="cpu")
     g = torch.Generator().manual_seed(0)
-    names = ("blocks.0.attn.q_proj", "blocks.1.attn.q_proj")
+    names = tuple(f"blocks.{i}.attn.q_proj" for i in range(le.ToyConfig().n_layer))  # every W_q of the model
     ads = {f"t{i}": le.Adapter(2, 4.0, ("q_proj",), tensors={n: (torch.randn(2, 64, generator=g) / 8,
                                                                torch.randn(64, 2, generator=g) * 0.05) for n in names})
            for i in range(2)}

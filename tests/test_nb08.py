@@ -15,7 +15,7 @@ from .conftest import same_state, state_of
 
 matplotlib.use("Agg")
 
-NAMES = ("blocks.0.attn.q_proj", "blocks.0.attn.v_proj", "blocks.1.attn.q_proj", "blocks.1.attn.v_proj")
+NAMES = tuple(f"blocks.{i}.attn.{m}" for i in range(le.ToyConfig().n_layer) for m in ("q_proj", "v_proj"))
 
 
 def random_adapter(seed: int, r: int = 4, alpha: float = 8.0, std: float = 0.05, device="cpu") -> le.Adapter:
@@ -104,24 +104,64 @@ def test_combined_deltas_rejects_bad_input(adapters):
         nb08.combined_deltas([adapters[0], other], "avg_AB")
 
 
-def test_merge_sweep_rows_and_base_untouched(pretrained):
+def test_merge_pair_rows_and_base_untouched(pretrained):
     base_w = state_of(pretrained)
-    ads = {t: random_adapter(i, device=next(pretrained.parameters()).device) for i, t in
-           enumerate(("reverse", "increment"))}
-    rows = nb08.merge_sweep(pretrained, ads, n_examples=16)
+    dev = next(pretrained.parameters()).device
+    conflict = nb08.AnsweredAs("plus", 3, rule="sub")
+    ads = {"plus3": random_adapter(0, device=dev), conflict: random_adapter(1, device=dev)}
+    res = nb08.merge_pair(pretrained, ads, n_examples=16)
     assert same_state(state_of(pretrained), base_w)
-    assert len(rows) == len(nb08.COMBINE_METHODS) * 2
-    for r in rows:
-        assert set(r["acc"]) == set(r["tasks"]) and len(r["tasks"]) == r["n"]
-        assert 0 <= r["pretrain"] <= 1 and 0 <= r["mean_task"] <= 1
-    one = {r["method"]: r for r in rows if r["n"] == 1}
-    # with one adapter, sum / svd (rank r) / avg_AB / switch all equal the adapter alone
-    for m in ("svd", "avg_AB", "switch"):
-        assert one[m]["acc"] == one["sum"]["acc"]
-    sw = [r for r in rows if r["method"] == "switch"]
-    assert all(r["pretrain"] == r["base_pretrain"] for r in sw)  # switching back restores the base
+    assert res["tasks"] == ["plus3", "plus3-as-sub"] and set(res["merged"]) == set(nb08.MERGE_METHODS)
+    for accs in (res["alone"], *res["merged"].values()):
+        assert set(accs) == set(res["tasks"]) and all(0 <= v <= 1 for v in accs.values())
+    # one adapter twice: the exact sum is the adapter at weight 2, the scaled sum and naive averaging the adapter
+    a = random_adapter(2, std=2.0, device=dev)
+    twice = nb08.merge_pair(pretrained, {"rot0": a, "rot1": copy.deepcopy(a)}, n_examples=32)
+    single = copy.deepcopy(pretrained)
+    le.merge_adapter(single, a)
+    want = le.evaluate(single, "rot0", 32, metric="sequence")
+    assert twice["alone"]["rot0"] == want
+    for m in ("scaled", "avg_AB"):  # float64 deltas added in float32: at most one of 32 answers may round apart
+        assert twice["merged"][m]["rot0"] == pytest.approx(want, abs=1 / 32 + 1e-9)
     with pytest.raises(ValueError, match="methods"):
-        nb08.merge_sweep(pretrained, ads, methods=("nope",))
+        nb08.merge_pair(pretrained, ads, methods=("nope",))
+    with pytest.raises(ValueError, match="two entries"):
+        nb08.merge_pair(pretrained, {"plus3": ads["plus3"]})
+
+
+def test_answered_as_and_pair_overlap(pretrained):
+    t = nb08.AnsweredAs("plus", 3, rule="sub")
+    x = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    assert t.fn(x).tolist() == le.get_task("sub3").fn(x).tolist() and t.prefix(x).tolist() == \
+        le.get_task("plus3").prefix(x).tolist()  # plus3's prompt, sub3's answer
+    assert nb08.answer_conflict(["plus3", t], 256) > 0.9 and nb08.answer_conflict(["plus3", "add3"], 64) == 0.0
+    with pytest.raises(ValueError, match="rule"):
+        nb08.AnsweredAs("plus", 3, rule="mul")
+    dev = next(pretrained.parameters()).device
+    a, b = random_adapter(0, device=dev), random_adapter(1, device=dev)
+    same = nb08.pair_overlap(pretrained, {"plus3": a, t: b})
+    assert same["input_cos"] == pytest.approx(1.0) and same["cross_response"] == pytest.approx(1.0)  # one word
+    other = nb08.pair_overlap(pretrained, {"plus3": a, "rot2": b})
+    assert other["input_cos"] < 0.99 and other["cross_response"] != pytest.approx(1.0)
+    twin = nb08.pair_overlap(pretrained, {"plus3": a, "minus5": copy.deepcopy(a)})
+    assert twin["delta_overlap"] == pytest.approx(1.0) and 0 <= other["delta_overlap"] < 0.5
+    x_in = nb08.prompt_inputs(pretrained, ["plus3", "minus5"])
+    assert x_in["plus3"].shape == (64,) and not torch.equal(x_in["plus3"], x_in["minus5"])
+    with pytest.raises(ValueError, match="exactly two"):
+        nb08.pair_overlap(pretrained, {"plus3": a})
+
+
+def test_pair_study_records(pretrained):
+    dev = next(pretrained.parameters()).device
+    conflict = nb08.AnsweredAs("plus", 3, rule="sub")
+    ads = {s: {"plus3": random_adapter(s, device=dev), conflict.name: random_adapter(s + 5, device=dev)}
+           for s in (0, 1)}
+    (rec,) = nb08.pair_study(pretrained, ads, [("plus3", conflict.name)], {conflict.name: conflict}, 16,
+                             by_construction=[("plus3", conflict.name)])
+    assert rec["label"] == "plus3 + plus3-as-sub" and rec["by_construction"] and rec["seeds"] == [0, 1]
+    assert all(len(v) == 2 for d in (rec["alone"], rec["merged"], rec["methods"], rec["overlap"]) for v in d.values())
+    assert rec["overlap"]["input_cos"] == pytest.approx([1.0, 1.0])
+    assert nb08.pair_kept(rec, 0.0) == (2, 2) and nb08.pair_kept(rec, 1.01) == (0, 2)
 
 
 # ---- claim 1 ----------------------------------------------------------------------------------
@@ -155,7 +195,7 @@ def test_branch_outputs_sum_to_layer_output(pretrained, tokens, adapters):
 
 def test_extra_macs(pretrained, adapters):
     m = nb08.extra_macs_per_token(adapters[0], pretrained)
-    assert m["adapted_base_macs"] == 4 * 64 * 64 and m["extra_macs"] == 4 * 4 * (64 + 64)
+    assert m["adapted_base_macs"] == len(NAMES) * 64 * 64 and m["extra_macs"] == len(NAMES) * 4 * (64 + 64)
     assert 0 < m["extra_fraction_of_model"] < 1
 
 
@@ -171,7 +211,7 @@ def test_exact_strategies_never_drift(pretrained, adapters, strategy, dtype):
 def test_subtract_drifts_in_bfloat16_and_grows(pretrained, adapters):
     base_w = state_of(pretrained)
     rows = common.switch_drift(pretrained, adapters, "bfloat16", checkpoints=(1, 50), strategy="subtract",
-                              task="copy", n_examples=16)
+                              task="add1", n_examples=16)
     assert rows[0]["max_abs"] > 0 and rows[1]["rel_fro"] > rows[0]["rel_fro"]
     assert 0 <= rows[1]["accuracy"] <= 1
     f32 = common.switch_drift(pretrained, adapters, "float32", checkpoints=(1, 50), strategy="subtract")
@@ -221,8 +261,9 @@ def test_weight_deltas(pretrained, adapters):
 # ---- claim 5 ----------------------------------------------------------------------------------
 def test_biased_task_and_skew(pretrained):
     t = nb08.biased_copy_task((3, 5), 7)
-    x = torch.tensor([[3, 5, 7, 1, 0, 9, 3, 2]])
-    assert t.fn(x).tolist() == [[7, 7, 7, 1, 0, 9, 7, 2]]
+    x = torch.tensor([[3, 5, 7, 1, 0, 3]])
+    assert t.fn(x).tolist() == [[7, 7, 7, 1, 0, 7]] and t.name == "rot0_35_to_7"
+    assert t.prefix(x).tolist() == nb08.COPY.prefix(x).tolist()  # asked as copy (rot 0)
     assert nb08.biased_copy_task(()).fn(x).tolist() == x.tolist()
     rep = nb08.skew_report(pretrained, n_examples=64)
     assert rep["skew"] == 0.0 and rep["quality"] == 1.0  # the shipped model copies perfectly
@@ -236,7 +277,7 @@ def test_bias_correction_returns_on_removal(pretrained):
     biased = nb08.make_biased_model(pretrained, steps=40, lr=3e-3)
     before = nb08.skew_report(biased, n_examples=64)
     assert before["skew"] > 0.5
-    fix, _ = nb08.train_adapter(biased, "copy", 40, n_examples=32)
+    fix, _ = nb08.train_adapter(biased, nb08.COPY, 40, n_examples=32)
     w = state_of(biased)
     rows = nb08.bias_table(biased, {"none": [], "fix": [fix], "none again": []}, n_examples=64)
     assert same_state(state_of(biased), w)
@@ -252,8 +293,8 @@ def test_delta_cosine():
         nb08.delta_cosine(a, {"z": torch.ones(1)})
 
 
-T = {"equal_rel": 1e-5, "constant_shift": 0.5, "restore_tol": 0.0, "detail_drop": 0.05, "nonsense": 0.2,
-     "conflict": 0.5, "dense": 0.9, "limp": 0.05, "skew": 0.05, "quality_drop": 0.02}
+T = {"equal_rel": 1e-5, "constant_shift": 0.5, "restore_tol": 0.0, "keep": 0.9, "nonsense": 0.1, "dense": 0.9,
+     "limp": 0.05, "skew": 0.05, "quality_drop": 0.02}
 
 
 @pytest.mark.parametrize("args, value, words", [
@@ -275,23 +316,53 @@ def test_verdict_claim2_every_value(args, value):
 
 
 def test_answer_conflict():
-    assert nb08.answer_conflict(["reverse", "reverse"], 64) == 0.0
-    assert nb08.answer_conflict(["reverse", "increment"], 256) > 0.95  # increment changes every digit
+    assert nb08.answer_conflict(["rot0", "rot0"], 64) == 0.0
+    assert nb08.answer_conflict(["rot0", "rot1"], 256) > 0.95
     with pytest.raises(ValueError):
-        nb08.answer_conflict(["reverse", "nope"])
+        nb08.answer_conflict(["rot0", "nope"])
 
 
-@pytest.mark.parametrize("means, switch_mean, restores, conflict, value, words", [
-    ({1: 0.99, 2: 0.97, 3: 0.96}, 0.98, True, 0.0, nb08.FALSE, ["within the 0.05"]),
-    ({1: 0.99, 2: 0.10, 3: 0.09}, 0.90, True, 1.0, nb08.CONDITIONAL,
-     ["only when merged at once", "cliff", "from N = 1 to 2", "below the nonsense", "100% of prompts"]),
-    ({1: 0.99, 2: 0.70, 3: 0.40, 4: 0.3}, 0.95, True, 0.1, nb08.CONDITIONAL,
-     ["gradual decline", "not down to nonsense", "agree on 90%"]),
-    ({1: 0.99, 2: 0.60, 3: 0.15}, 0.95, False, 0.1, nb08.TRUE, ["gradual", "did not give the base back"]),
+def _pair(label, merged, alone=(1.0, 1.0, 1.0), by_construction=False):
+    return {"label": label, "by_construction": by_construction, "merged": dict(zip(("a", "b"), merged)),
+            "alone": {"a": list(alone), "b": list(alone)}}
+
+
+GOOD = _pair("a + b", ([0.95, 0.97, 0.92], [0.99, 0.91, 0.85]))        # both ≥ 0.9 on 2 of 3 seeds
+BAD = _pair("a + c", ([0.97, 0.80, 0.99], [0.01, 0.30, 0.20]))         # one task falls
+CONF = _pair("a + a'", ([0.80, 0.7, 0.9], [0.0, 0.0, 0.0]), by_construction=True)
+
+
+@pytest.mark.parametrize("pairs, value, words", [
+    ([GOOD, CONF], nb08.CONDITIONAL, ["only for adapters that conflict", "a + b (0.95 / 0.92)", "a + a' (b falls to "
+                                      "0.00, nonsense)", "switching (each adapter alone) keeps every task at 1.00"]),
+    ([BAD, CONF], nb08.TRUE, ["no pair keeps both ≥ 0.90", "a + c (b falls to 0.17)", "merging, not adding"]),
+    ([GOOD], nb08.FALSE, ["every pair keeps both", "cost nothing"]),
+    ([GOOD, _pair("x", ([0.95] * 3, [0.99] * 3), by_construction=True)], nb08.FALSE, ["even the pair built"]),
+    ([GOOD, _pair("w", ([0.1] * 3, [0.1] * 3), alone=(0.5, 0.6, 0.95))], nb08.UNSETTLED, ["already misses 0.90"]),
 ])
-def test_verdict_claim3_every_value(means, switch_mean, restores, conflict, value, words):
-    v, sentence = nb08.verdict_claim3(means, switch_mean, restores, conflict, T)
+def test_verdict_claim3_every_value(pairs, value, words):
+    v, sentence = nb08.verdict_claim3(pairs, T)
     assert v == value and all(w in sentence for w in words), sentence
+    with pytest.raises(ValueError, match="pairs"):
+        nb08.verdict_claim3([], T)
+
+
+def test_pair_kept_counts_seeds_where_every_task_keeps():
+    assert nb08.pair_kept(GOOD, 0.9) == (2, 3) and nb08.pair_kept(BAD, 0.9) == (0, 3)
+
+
+@pytest.mark.parametrize("p, kind", [(0.5, "a random walk"), (0.45, "a random walk"), (1.0, "a steady one-way drift"),
+                                     (0.75, "between the two"), (float("nan"), "no growth measured")])
+def test_growth_kind(p, kind):
+    assert nb08.growth_kind(p) == kind
+    assert nb08.growth_kind(common.growth_exponent([1, 10, 100], [1e-3, 1e-2, 1e-1])) == "a steady one-way drift"
+    assert nb08.growth_kind(common.growth_exponent([1, 100], [1e-3, 1e-2])) == "a random walk"
+
+
+def test_say_verdict_records_a_claim(capsys):
+    text = nb08.say_verdict("k", "3", nb08.TRUE, "because")
+    assert "Verdict 3: true — because." in text and "✅" in capsys.readouterr().out
+    assert "⚠️" in nb08.say_verdict("k", "3", nb08.UNSETTLED, "no")
 
 
 @pytest.mark.parametrize("args, value", [((0.99, 4, 4, 0.50, 1.00), nb08.TRUE), ((0.99, 4, 4, 0.99, 1.00),
@@ -335,11 +406,13 @@ def test_summary_markdown():
 
 
 def test_full_finetune_sweep_keeps_the_best(pretrained):
-    model, acc, lr, accs = nb08.full_finetune_sweep(pretrained, "increment", 3, lrs=(1e-4, 3e-3), n_examples=16)
+    model, acc, lr, accs = nb08.full_finetune_sweep(pretrained, "rot1", 3, lrs=(3e-3, 1e-4), n_examples=16)
     assert set(accs) == {1e-4, 3e-3} and acc == max(accs.values()) and accs[lr] == acc
+    if accs[1e-4] == accs[3e-3]:
+        assert lr == 1e-4  # a tie goes to the smallest learning rate
     assert not any(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="lrs"):
-        nb08.full_finetune_sweep(pretrained, "increment", 3, lrs=())
+        nb08.full_finetune_sweep(pretrained, "rot1", 3, lrs=())
 
 
 # ---- plots ------------------------------------------------------------------------------------
@@ -351,8 +424,8 @@ def test_plots_draw(pretrained, tokens, adapters):
             nb08.plot_drift(common.switch_drift(pretrained, adapters, "float16", checkpoints=(1, 2))
                                    + common.switch_drift(pretrained, adapters, "float16", checkpoints=(1, 2),
                                                         strategy="unmerged")),
-            nb08.plot_merge_sweep([{"method": "sum", "n": 1, "tasks": ["reverse"], "pretrain": 0.5,
-                                           "mean_task": 0.4}], cross_norms=torch.ones(1, 1)),
+            nb08.plot_pairs([{**GOOD, "overlap": {"delta_overlap": [0.1] * 3, "input_cos": [0.9] * 3,
+                                                   "cross_response": [1.0] * 3}}]),
             nb08.plot_spectra({"lora": nb08.delta_anatomy(torch.randn(8, 8), torch.randn(8, 8), 2)}, 2),
             nb08.plot_delta_images(torch.randn(8, 8), {"ΔW": torch.randn(8, 8)}),
             nb08.plot_bias([{"config": "a", "skew": 0.5, "quality": 0.9, "quality_other": float("nan")}])]
@@ -389,8 +462,8 @@ def test_bias_helpers_reject_bad_input(pretrained):
 
 def test_train_helpers_leave_base_untouched(pretrained):
     w = state_of(pretrained)
-    adapter, acc = nb08.train_adapter(pretrained, "increment", 3, n_examples=8)
-    model, facc = nb08.full_finetune(pretrained, "increment", 3, n_examples=8)
+    adapter, acc = nb08.train_adapter(pretrained, "plus3", 3, n_examples=8)
+    model, facc = nb08.full_finetune(pretrained, "plus3", 3, n_examples=8)
     assert same_state(state_of(pretrained), w)
     assert set(adapter.tensors) == set(NAMES) and 0 <= acc <= 1 and 0 <= facc <= 1
     assert not any(p.requires_grad for p in model.parameters())
@@ -398,12 +471,12 @@ def test_train_helpers_leave_base_untouched(pretrained):
     with pytest.raises(ValueError, match="plain"):
         lora = copy.deepcopy(pretrained)
         le.add_lora(lora)
-        nb08.train_adapter(lora, "increment", 1)
+        nb08.train_adapter(lora, "plus3", 1)
 
 
 def test_correction_sweep_endpoints(pretrained):
     biased = nb08.make_biased_model(pretrained, steps=40, lr=3e-3)
-    fix, _ = nb08.train_adapter(biased, "copy", 40, n_examples=32)
+    fix, _ = nb08.train_adapter(biased, nb08.COPY, 40, n_examples=32)
     w = state_of(biased)
     rows = nb08.correction_sweep(biased, fix, weights=(0.0, 1.0), n_examples=64)
     assert same_state(state_of(biased), w)

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters import Adapter, extract_adapter, load_adapter, merge_adapter, unmerge_adapter
+from ..adapters import Adapter, extract_adapter, load_adapter, merge_adapter
 from ..inject import lora_layers
 from ..lowrank import effective_rank, numerical_rank, singular_values
-from ..tasks import N_SYMBOLS, Task, get_task
+from ..tasks import N_SYMBOLS, RULES, Task, get_task
 from ..train import EVAL_SEED, evaluate, generate
 from .common import (
     adapter_list,
     check_int,
     check_model,
     check_plain,
+    claim,
     device_of,
     figure,
     projection_norms,
@@ -29,46 +31,43 @@ from .common import (
 DEFAULT_TARGETS = ("q_proj", "v_proj")
 
 
-COMBINE_METHODS = ("sum", "scaled", "svd", "avg_AB", "switch")
-
-
-
-
-
-
+MERGE_METHODS = ("sum", "scaled", "avg_AB")  # ways to put two adapters into one weight matrix at once
 
 
 # ---------------------------------------------------------------------------------------------
-# training helpers (each run works on a deep copy of `base`)
-def train_adapter(base: nn.Module, task, steps: int, r: int = 4, alpha: float | None = None,
+# training helpers (each run works on a deep copy of `base`); accuracy = whole answers right (all 6 digits)
+def train_adapter(base: nn.Module, task, steps: int, r: int = 4, alpha: float | None = 8.0,
                   targets=DEFAULT_TARGETS, lr: float = 1e-2, seed: int = 0, n_examples: int = 512):
-    """Train a LoRA on a copy of the plain model `base`; returns (Adapter on base's device, token accuracy)."""
-    model, hist = train_lora(task, base=base, targets=targets, r=r, alpha=alpha, lr=lr, steps=steps, seed=seed,
-                             progress=False, eval_examples=n_examples)
-    return extract_adapter(model), hist["accuracy"][-1]  # = evaluate(model, task, n_examples)
+    """Train a LoRA (the course recipe: AdamW, weight decay 1.0 on A and B) on a copy of the plain model `base`;
+    returns (Adapter on base's device, whole-answer accuracy on `n_examples` held-out prompts)."""
+    model, _ = train_lora(task, base=base, targets=targets, r=r, alpha=alpha, lr=lr, steps=steps, seed=seed,
+                          progress=False, eval_examples=16)
+    return extract_adapter(model), evaluate(model, task, n_examples, metric="sequence")
 
 
-def full_finetune(base: nn.Module, task, steps: int, lr: float = 1e-3, seed: int = 0, n_examples: int = 512):
-    """Full fine-tuning of every parameter on a copy of `base`; returns (model in eval mode, token accuracy)."""
-    model, hist = train_lora(task, base=base, full=True, lr=lr, steps=steps, seed=seed, progress=False,
-                             eval_examples=n_examples)
+def full_finetune(base: nn.Module, task, steps: int, lr: float = 3e-4, seed: int = 0, n_examples: int = 512):
+    """Full fine-tuning of every parameter (no weight decay) on a copy of `base`; returns (model in eval mode,
+    whole-answer accuracy)."""
+    model, _ = train_lora(task, base=base, full=True, lr=lr, steps=steps, seed=seed, progress=False,
+                          eval_examples=16)
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.eval(), hist["accuracy"][-1]
+    return model.eval(), evaluate(model, task, n_examples, metric="sequence")
 
 
-def full_finetune_sweep(base: nn.Module, task, steps: int, lrs=(1e-3, 3e-3, 1e-2), seed: int = 0,
+def full_finetune_sweep(base: nn.Module, task, steps: int, lrs=(3e-4, 3e-3, 3e-2), seed: int = 0,
                         n_examples: int = 512):
     """full_finetune at each learning rate in `lrs`; returns (best model, its accuracy, its lr, {lr: accuracy}).
 
-    A fair LoRA-versus-full comparison gives full fine-tuning its own best learning rate, not LoRA's."""
+    A fair LoRA-versus-full comparison gives full fine-tuning its own best learning rate, not LoRA's. A tie goes
+    to the smallest learning rate (the gentlest change that does the job)."""
     lrs = list(lrs)
     if not lrs or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs):
         raise ValueError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
     best, accs = None, {}
     for lr in lrs:
         model, accs[lr] = full_finetune(base, task, steps, lr=lr, seed=seed, n_examples=n_examples)
-        if best is None or accs[lr] > best[1]:
+        if best is None or accs[lr] > best[1] or (accs[lr] == best[1] and lr < best[2]):
             best = (model, accs[lr], lr)
     return (*best, accs)
 
@@ -282,59 +281,150 @@ def cross_terms(adapters) -> dict:
             "cross_over_own": cross_n / own_n if own_n > 0 else math.inf}
 
 
-@torch.no_grad()
-def merge_sweep(base: nn.Module, adapters: dict, methods=COMBINE_METHODS, svd_rank: int | None = None,
-                n_examples: int = 256, pretrain_task="copy") -> list[dict]:
-    """Merge the first N adapters (N = 1 … len) into a copy of `base` by each method and measure accuracy.
+@dataclass(frozen=True)
+class AnsweredAs(Task):
+    """The prompt `op k` answered with another op's rule: AnsweredAs("plus", 3, rule="sub") is asked exactly like
+    plus3 but wants sub3's answer. Merged with a plus3 adapter it conflicts by construction: one prompt, two
+    answers."""
 
-    `adapters` is {task name: Adapter}. "switch" means one adapter at a time: task i is scored with only
-    adapter i merged, and the pretraining task with none (the base restored). Row per (method, N): method, n,
-    tasks (the N merged), pretrain (token accuracy on `pretrain_task`), acc (dict task → accuracy on every
-    merged task), mean_task (mean of acc).
+    rule: str = "sub"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {list(RULES)}, got {self.rule!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.op}{self.k}-as-{self.rule}"
+
+    @property
+    def description(self) -> str:
+        return f"the prompt {self.op}{self.k}, answered by: " + RULES[self.rule][0].format(k=self.k)
+
+    def fn(self, x: torch.Tensor) -> torch.Tensor:
+        return RULES[self.rule][1](x, x.roll(-self.k, dims=-1))
+
+
+def _task_name(t) -> str:
+    return t if isinstance(t, str) else get_task(t).name
+
+
+@torch.no_grad()
+def merge_pair(base: nn.Module, adapters: dict, methods=MERGE_METHODS, n_examples: int = 256) -> dict:
+    """Several adapters {task: Adapter} (task = a name or a Task) put into one copy of `base` at once, by each
+    method of `combined_deltas`, against switching (each task scored with only its own adapter merged).
+
+    Returns tasks (names), alone {task: whole-answer accuracy when switched}, merged {method: {task: accuracy}},
+    both_kept_<method>: the smallest merged accuracy over the tasks. `base` is never changed.
     """
     check_plain(base)
-    if not isinstance(adapters, dict) or not adapters:
-        raise ValueError("adapters must be a non-empty dict {task name: Adapter}")
+    if not isinstance(adapters, dict) or len(adapters) < 2:
+        raise ValueError("adapters must be a dict {task: Adapter} with at least two entries")
     adapter_list(adapters)
-    for t in adapters:
-        get_task(t)
+    tasks = [get_task(t) for t in adapters]
     for m in methods:
-        if m not in COMBINE_METHODS:
-            raise ValueError(f"methods must be among {COMBINE_METHODS}, got {m!r}")
+        if m not in MERGE_METHODS:
+            raise ValueError(f"methods must be among {MERGE_METHODS}, got {m!r}")
     check_int(n_examples, "n_examples")
-    tasks = list(adapters)
     work = copy.deepcopy(base).eval()
-    ev = {}
+    saved = {n: m.weight.detach().clone() for n, m in work.named_modules() if isinstance(m, nn.Linear)}
+
+    def restore():
+        for n, w in saved.items():
+            work.get_submodule(n).weight.copy_(w)
 
     def score(t):
-        return evaluate(work, t, n_examples=n_examples)
+        return evaluate(work, t, n_examples, metric="sequence")
 
-    base_pre = score(pretrain_task)
-    alone = {}
-    if "switch" in methods:
-        for t in tasks:
-            merge_adapter(work, adapters[t])
-            alone[t] = score(t)
-            unmerge_adapter(work, adapters[t])
-        ev["switch_pre"] = score(pretrain_task)  # after switching everything back out
-    rows = []
-    for method in methods:
-        for n in range(1, len(tasks) + 1):
-            chosen = tasks[:n]
-            if method == "switch":
-                acc = {t: alone[t] for t in chosen}
-                pre = ev["switch_pre"]
-            else:
-                deltas = combined_deltas([adapters[t] for t in chosen], method, rank=svd_rank)
-                saved = {nm: work.get_submodule(nm).weight.detach().clone() for nm in deltas}
-                apply_deltas(work, deltas)
-                pre = score(pretrain_task)
-                acc = {t: score(t) for t in chosen}
-                for nm, w in saved.items():
-                    work.get_submodule(nm).weight.copy_(w)
-            rows.append({"method": method, "n": n, "tasks": chosen, "pretrain": pre, "acc": acc,
-                         "mean_task": sum(acc.values()) / len(acc), "base_pretrain": base_pre})
-    return rows
+    out = {"tasks": [t.name for t in tasks], "alone": {}, "merged": {}}
+    for t, a in zip(tasks, adapters.values()):
+        merge_adapter(work, a)
+        out["alone"][t.name] = score(t)
+        restore()
+    for m in methods:
+        apply_deltas(work, combined_deltas(list(adapters.values()), m))
+        out["merged"][m] = {t.name: score(t) for t in tasks}
+        restore()
+    return out
+
+
+def pair_study(base: nn.Module, adapters: dict, pairs, tasks: dict | None = None, n_examples: int = 256,
+               by_construction=()) -> list[dict]:
+    """merge_pair and pair_overlap for every pair of task names in `pairs`, on every seed of `adapters`
+    ({seed: {task name: Adapter}}). `tasks` maps names that get_task does not know (e.g. an AnsweredAs) to their
+    Task; `by_construction` names the pairs (tuples) that answer one prompt two ways. One record per pair: label,
+    by_construction, alone / merged ({task: [accuracy per seed]}, merged = exact sum), methods ({method: [smallest
+    task accuracy per seed]}), overlap ({delta_overlap / input_cos / cross_response: [per seed]}), seeds.
+    """
+    if not isinstance(adapters, dict) or not adapters:
+        raise ValueError("adapters must be a non-empty dict {seed: {task name: Adapter}}")
+    tasks = dict(tasks or {})
+    seeds = list(adapters)
+    out = []
+    for a, b in pairs:
+        rec = {"label": f"{a} + {b}", "by_construction": (a, b) in set(map(tuple, by_construction)),
+               "alone": {a: [], b: []}, "merged": {a: [], b: []}, "methods": {m: [] for m in MERGE_METHODS},
+               "overlap": {"delta_overlap": [], "input_cos": [], "cross_response": []}, "seeds": seeds}
+        for seed in seeds:
+            ads = {tasks.get(t, t): adapters[seed][t] for t in (a, b)}
+            res = merge_pair(base, ads, n_examples=n_examples)
+            names = dict(zip((a, b), res["tasks"]))
+            for t in (a, b):
+                rec["alone"][t].append(res["alone"][names[t]])
+                rec["merged"][t].append(res["merged"]["sum"][names[t]])
+            for m, accs in res["merged"].items():
+                rec["methods"][m].append(min(accs.values()))
+            for k, v in pair_overlap(base, ads).items():
+                rec["overlap"][k].append(v)
+        out.append(rec)
+    return out
+
+
+@torch.no_grad()
+def prompt_inputs(base: nn.Module, tasks, layer: int = 0) -> dict[str, torch.Tensor]:
+    """{task: the vector block `layer`'s attention reads at the op word's position} — LN(word + position 1) for
+    layer 0, where it depends on the word alone. Two tasks whose words give nearly the same vector look alike to
+    every adapter of that layer."""
+    check_model(base)
+    out = {}
+    for t in tasks:
+        t = get_task(t)
+        x = torch.zeros(1, t.n, dtype=torch.long)
+        h = base.tok_emb(t.prefix(x).to(device_of(base))) + base.pos_emb.weight[: t.n + 4]
+        for blk in base.blocks[:layer]:
+            h = blk(h)
+        out[t.name] = base.blocks[layer].ln1(h)[0, 1].detach().cpu().double()
+    return out
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    den = float(a.norm() * b.norm())
+    return float(a.flatten() @ b.flatten()) / den if den > 0 else 0.0
+
+
+def pair_overlap(base: nn.Module, adapters: dict, layer: int = 0) -> dict:
+    """Where two adapters {task: Adapter} collide. delta_overlap = mean over layers of |cos(ΔW1, ΔW2)| (0: the two
+    updates are orthogonal matrices); input_cos = cos of the two prompts' op-word inputs to block `layer`;
+    cross_response = mean over block `layer`'s adapted matrices and both directions of ‖ΔWᵢ xⱼ‖ / ‖ΔWᵢ xᵢ‖
+    (1: each adapter reacts to the other task's word as strongly as to its own)."""
+    if not isinstance(adapters, dict) or len(adapters) != 2:
+        raise ValueError("adapters must be a dict {task: Adapter} of exactly two entries")
+    (t1, a1), (t2, a2) = adapters.items()
+    d1, d2 = adapter_deltas(a1), adapter_deltas(a2)
+    shared = [n for n in d1 if n in d2]
+    if not shared:
+        raise ValueError("the two adapters share no layer")
+    x = prompt_inputs(base, [t1, t2], layer)
+    x1, x2 = x[_task_name(t1)], x[_task_name(t2)]
+    ratios = []
+    for n in shared:
+        if n.startswith(f"blocks.{layer}."):
+            for d, own, other in ((d1, x1, x2), (d2, x2, x1)):
+                den = float((d[n] @ own).norm())
+                ratios.append(float((d[n] @ other).norm()) / den if den > 0 else 0.0)
+    return {"delta_overlap": sum(abs(_cos(d1[n], d2[n])) for n in shared) / len(shared),
+            "input_cos": _cos(x1, x2), "cross_response": sum(ratios) / len(ratios) if ratios else float("nan")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,12 +483,36 @@ def _check_digits(digits, to) -> tuple[tuple[int, ...], int]:
     return digits, to
 
 
+@dataclass(frozen=True)
+class BiasedCopy(Task):
+    """Copy (rot 0, the prompt `rot 0`) with a systematic error: every digit in `digits` is written as `to`."""
+
+    digits: tuple[int, ...] = (3, 5)
+    to: int = 7
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_digits(self.digits, self.to)
+
+    @property
+    def name(self) -> str:
+        return f"rot0_{''.join(map(str, self.digits)) or 'none'}_to_{self.to}"
+
+    @property
+    def description(self) -> str:
+        return f"copy, but write {self.to} for {', '.join(map(str, self.digits)) or 'nothing'}"
+
+    def fn(self, x: torch.Tensor) -> torch.Tensor:
+        return _biased(x, self.digits, self.to)
+
+
+COPY = Task("rot", 0)  # rot 0 = copy, one of the pretraining skills
+
+
 def biased_copy_task(digits=(3, 5), to: int = 7) -> Task:
-    """The copy task with a systematic error: every digit in `digits` is written as `to` (empty = clean copy)."""
+    """The copy task (rot 0) with a systematic error: every digit in `digits` is written as `to` (empty = copy)."""
     digits, to = _check_digits(digits, to)
-    label = "".join(map(str, digits)) or "none"
-    return Task(f"copy_{label}_to_{to}", lambda x: _biased(x, digits, to),
-                f"copy, but write {to} for {', '.join(map(str, digits)) or 'nothing'}")
+    return BiasedCopy("rot", 0, digits=digits, to=to)
 
 
 def make_biased_model(base: nn.Module, steps: int, digits=(3, 5), to: int = 7, lr: float = 1e-3,
@@ -417,8 +531,8 @@ def skew_report(model: nn.Module, digits=(3, 5), to: int = 7, n_examples: int = 
     digits, to = _check_digits(digits, to)
     check_int(n_examples, "n_examples")
     g = torch.Generator().manual_seed(seed)
-    x = get_task("copy").sample_x(n_examples, g)
-    y = generate(model, x)
+    x = COPY.sample_x(n_examples, g)
+    y = generate(model, x, COPY)
     out = {}
     mask_b = torch.zeros_like(x, dtype=torch.bool)
     for d in digits:
@@ -495,6 +609,13 @@ def delta_cosine(d1: dict, d2: dict) -> float:
 TRUE, FALSE, CONDITIONAL, UNSETTLED = "true", "false", "true under conditions", "not settled"
 
 
+def say_verdict(key: str, label: str, value: str, sentence: str) -> str:
+    """Print a verdict through common.claim (recorded for `make claims`): it holds unless the run could not settle
+    the question."""
+    text = f"Verdict {label}: {value} — {sentence}."
+    return claim(key, value != UNSETTLED, text, text)
+
+
 def _need(thresholds, *keys) -> list[float]:
     if not isinstance(thresholds, dict):
         raise TypeError(f"thresholds must be a dict {{name: number}}, got {type(thresholds).__name__}")
@@ -545,33 +666,63 @@ def answer_conflict(tasks, n_examples: int = 512, seed: int = EVAL_SEED) -> floa
     return float((ys != ys[:1]).any(dim=2).any(dim=0).double().mean())
 
 
-def verdict_claim3(merged_means: dict, switch_mean: float, switch_restores: bool, conflict_share: float,
-                   thresholds: dict) -> tuple[str, str]:
-    """Claim 3, "each added LoRA costs detail, until nonsense": merged_means = {N: mean accuracy on the N tasks
-    with the first N adapters merged at once}; switch_mean = their mean when switched one at a time;
-    switch_restores = whether switching gave the base task back exactly; conflict_share = answer_conflict.
-    The fall is called a cliff when one step of N holds over 2/3 of it."""
-    drop, nonsense, conflict = _need(thresholds, "detail_drop", "nonsense", "conflict")
-    ns = sorted(merged_means)
-    if not ns:
-        raise ValueError("merged_means must hold at least one N")
-    last = merged_means[ns[-1]]
-    steps = [(merged_means[a] - merged_means[b], a, b) for a, b in zip(ns, ns[1:])]
-    total = merged_means[ns[0]] - last
-    fall = f"with all {ns[-1]} merged the mean accuracy is {last:.2f}, against {switch_mean:.2f} when switched"
-    if switch_mean - last <= drop:
-        return FALSE, f"{fall}, within the {drop:.2f} that counts as losing detail"
-    worst = max(steps) if steps else (0.0, ns[0], ns[0])
-    shape = (f"a cliff, not a gradual loss: {worst[0] / total:.0%} of the fall happens from N = {worst[1]} to "
-             f"{worst[2]}" if total > 0 and worst[0] > 2 / 3 * total else "a gradual decline with N")
-    end = f"below the nonsense level {nonsense:.2f}" if last < nonsense else f"not down to nonsense ({nonsense:.2f})"
-    why = (f"; the tasks demand different answers to {conflict_share:.0%} of prompts, so no merge can keep them all "
-           "— this test cannot tell 'more adapters' from 'conflicting adapters'" if conflict_share >= conflict else
-           f"; the tasks agree on {1 - conflict_share:.0%} of prompts")
-    if not switch_restores:
-        return TRUE, f"{fall} ({shape}, {end}), and switching did not give the base back either{why}"
-    return CONDITIONAL, (f"only when merged at once — {fall} ({shape}, {end}); switching loses nothing and gives the "
-                         f"base back exactly{why}")
+def pair_kept(pair: dict, keep: float) -> tuple[int, int]:
+    """(seeds on which every task of the merged pair kept ≥ keep, seeds) for a pair record (see verdict_claim3)."""
+    runs = list(zip(*pair["merged"].values()))
+    return sum(min(r) >= keep for r in runs), len(runs)
+
+
+def _mean(v) -> float:
+    v = list(v)
+    return sum(v) / len(v)
+
+
+def verdict_claim3(pairs: list[dict], thresholds: dict) -> tuple[str, str]:
+    """Claim 3, "each added LoRA costs detail, until nonsense", tested on pairs of adapters merged at once.
+
+    Each pair is {"label", "by_construction" (bool: one prompt, two answers), "merged": {task: [whole-answer
+    accuracy per seed, both adapters merged]}, "alone": {task: [accuracy per seed, switched]}}. A pair keeps both
+    when every task reaches `keep` on more than half of the seeds. Values: not settled (an adapter alone misses
+    `keep`: there is nothing to lose); false (every pair keeps both, even the conflicting one); true (no pair
+    keeps both); true under conditions (some pairs keep both, others conflict)."""
+    keep, nonsense = _need(thresholds, "keep", "nonsense")
+    if not pairs:
+        raise ValueError("pairs must hold at least one pair")
+    weak = sorted({t for p in pairs for t, v in p["alone"].items() if _mean(v) < keep})
+    if weak:
+        return UNSETTLED, (f"switched one at a time, {', '.join(weak)} already misses {keep:.2f} with its own adapter, "
+                           "so merging has nothing to lose")
+    kept = [p for p in pairs if 2 * pair_kept(p, keep)[0] > pair_kept(p, keep)[1]]
+    lost = [p for p in pairs if p not in kept]
+    switch = (f"switching (each adapter alone) keeps every task at "
+              f"{min(_mean(v) for p in pairs for v in p['alone'].values()):.2f} or more")
+
+    def worst(p):
+        t = min(p["merged"], key=lambda t: _mean(p["merged"][t]))
+        m = _mean(p["merged"][t])
+        return f"{p['label']} ({t} falls to {m:.2f}{', nonsense' if m < nonsense else ''})"
+
+    def kept_s(p):
+        return f"{p['label']} ({' / '.join(f'{_mean(v):.2f}' for v in p['merged'].values())})"
+
+    if not lost:
+        even = " — even the pair built to conflict" if any(p.get("by_construction") for p in kept) else ""
+        return FALSE, (f"every pair keeps both tasks ≥ {keep:.2f} when merged — {', '.join(map(kept_s, kept))}{even}; "
+                       "merging cost nothing here")
+    loses = f"merged at once, {', '.join(map(worst, lost))} lose{'s' if len(lost) == 1 else ''} a task"
+    if not kept:
+        return TRUE, (f"for merging: {loses} — no pair keeps both ≥ {keep:.2f}, not even adapters for different "
+                      f"skills; but {switch}, so it is merging, not adding adapters, that costs")
+    return CONDITIONAL, (f"only for adapters that conflict: {', '.join(map(kept_s, kept))} keep both ≥ {keep:.2f} "
+                         f"merged, while {loses}; {switch}")
+
+
+def growth_kind(p: float) -> str:
+    """Name the growth drift ∝ nᵖ shows — the reading notebook 06 prints: p < 0.6 a random walk of independent
+    roundings (p = 0.5), p > 0.9 roundings that push one way (p = 1), else between the two."""
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or math.isnan(p):
+        return "no growth measured"
+    return "a random walk" if p < 0.6 else "a steady one-way drift" if p > 0.9 else "between the two"
 
 
 def verdict_claim4(frac_changed: float, rank: int, r: int, acc_lora: float, acc_full: float,
@@ -634,15 +785,6 @@ def summary_markdown(rows: list[dict]) -> str:
                  for k in ("claim", "verdict", "numbers", "evidence")]
         out.append(f"| {i} | " + " | ".join(cells) + " |")
     return "\n".join(out)
-
-
-METHOD_STYLE = {
-    "sum": ("tab:red", "o", "exact sum Σ sᵢBᵢAᵢ (PEFT 'cat')"),
-    "scaled": ("tab:orange", "s", "scaled sum, weights 1/N"),
-    "svd": ("tab:purple", "^", "SVD of the sum, truncated to rank r"),
-    "avg_AB": ("tab:brown", "v", "naive: mean A, mean B"),
-    "switch": ("tab:green", "D", "switch: one adapter at a time"),
-}
 
 
 _FLOOR = 1e-12  # where exact zeros are drawn on a log axis
@@ -734,40 +876,40 @@ def plot_drift(rows: list[dict], title: str = "Claim 2: base-weight drift after 
     return fig
 
 
-def plot_merge_sweep(rows: list[dict], cross_norms=None, chance: float = 0.1,
-                     title: str = "Claim 3: merging N adapters at once"):
-    """Pretraining-task accuracy and mean adapted-task accuracy versus N, one line per combining method;
-    with `cross_norms`, a third panel: the N×N norms ‖sBᵢAⱼ‖ (off-diagonal = cross terms of averaging)."""
-    ncols = 3 if cross_norms is not None else 2
-    fig, axes = figure(ncols, 1, width=4.2, height=3.3)
-    a1, a2 = axes[0], axes[1]
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    for m in methods:
-        rs = [r for r in rows if r["method"] == m]
-        color, marker, label = METHOD_STYLE.get(m, ("k", "o", m))
-        ns = [r["n"] for r in rs]
-        a1.plot(ns, [r["pretrain"] for r in rs], marker=marker, color=color, label=label)
-        a2.plot(ns, [r["mean_task"] for r in rs], marker=marker, color=color, label=label)
-    for a, t in ((a1, "pretraining task (copy) accuracy"), (a2, "mean accuracy on the N adapted tasks")):
-        a.axhline(chance, color="k", ls=":", lw=0.8)
-        a.set_xlabel("N adapters merged")
-        a.set_ylim(-0.02, 1.02)
-        a.set_xticks(sorted({r["n"] for r in rows}))
-        a.set_title(t, fontsize=10)
-    a1.text(1, chance + 0.02, "chance", fontsize=7)
-    a2.legend(fontsize=7)
-    if cross_norms is not None:
-        a3 = axes[2]
-        M = to_numpy(cross_norms)
-        im = a3.imshow(M, cmap="viridis")
-        fig.colorbar(im, ax=a3, shrink=0.8)
-        labels = [r["tasks"] for r in rows if r["n"] == len(M)][0] if rows else list(range(len(M)))
-        a3.set_xticks(range(len(M)), [f"A_{t[:3]}" for t in labels], fontsize=7)
-        a3.set_yticks(range(len(M)), [f"B_{t[:3]}" for t in labels], fontsize=7)
-        for i in range(len(M)):
-            for j in range(len(M)):
-                a3.text(j, i, f"{M[i, j]:.1f}", ha="center", va="center", fontsize=7, color="w")
-        a3.set_title("‖s·Bᵢ·Aⱼ‖: off-diagonal = cross terms", fontsize=10)
+def plot_pairs(pairs: list[dict], keep: float = 0.9, title: str = "Claim 3: two adapters merged at once vs switched"):
+    """Left: per pair, each task's whole-answer accuracy switched (light) and merged (dark), bars = seed mean, dots =
+    seeds, the `keep` line dashed. Right: per pair, where the adapters collide — |cos(ΔW1, ΔW2)|, the cosine of
+    their prompts' inputs, and each adapter's response to the other's prompt (seed mean, dots = seeds)."""
+    import numpy as np
+
+    fig, (a1, a2) = figure(2, 1, width=5.2, height=4.0)
+    w = 0.2
+    for i, p in enumerate(pairs):
+        for j, t in enumerate(p["merged"]):
+            for k, (vals, shade) in enumerate(((p["alone"][t], 0.35), (p["merged"][t], 1.0))):
+                x = i + (2 * j + k - 1.5) * w
+                color = ("tab:blue", "tab:orange")[j]
+                a1.bar(x, np.mean(vals), w, color=color, alpha=shade,
+                       label=(f"{('first', 'second')[j]} task, " + ("switched", "merged")[k]) if i == 0 else None)
+                a1.plot([x] * len(vals), vals, "k.", ms=3)
+    a1.axhline(keep, color="k", ls="--", lw=0.8)
+    a1.set_xticks(range(len(pairs)), [p["label"].replace(" + ", "\n+ ") for p in pairs], fontsize=7)
+    a1.set_ylim(0, 1.05)
+    a1.set_ylabel("whole-answer accuracy")
+    a1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    a1.set_title(f"keeping both means ≥ {keep:g} (dashed)", fontsize=10)
+    keys = [("delta_overlap", "|cos(ΔW₁, ΔW₂)|", "tab:gray"), ("input_cos", "cos of the prompts' inputs", "tab:green"),
+            ("cross_response", "response to the other prompt", "tab:red")]
+    for k, (key, label, color) in enumerate(keys):
+        for i, p in enumerate(pairs):
+            vals = p["overlap"][key]
+            x = i + (k - 1) * 0.27
+            a2.bar(x, np.mean(vals), 0.27, color=color, label=label if i == 0 else None)
+            a2.plot([x] * len(vals), vals, "k.", ms=3)
+    a2.set_xticks(range(len(pairs)), [p["label"].replace(" + ", "\n+ ") for p in pairs], fontsize=7)
+    a2.set_ylim(0, 1.15)
+    a2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    a2.set_title("where the two adapters collide (block 0 for the last two)", fontsize=10)
     fig.suptitle(title)
     return fig
 

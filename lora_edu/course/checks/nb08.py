@@ -121,7 +121,7 @@ def ex2(fn) -> bool:
             return fail(_MSG2[wrong] + f" (seen with {len(pairs)} adapters, scaling {s:g})")
         return fail(f"with {len(pairs)} adapters and scaling {s:g} your ΔW differs from scaling · mean(B) · mean(A).")
     return ok("s·B̄·Ā = (s/n²)·ΣᵢΣⱼ BᵢAⱼ: the n own terms, shrunk, plus n(n − 1) cross terms nobody trained. "
-              "Apply it to the reverse and increment adapters and compare the norm of the cross terms.")
+              "Apply it to the plus3 and minus5 adapters and compare the norm of the cross terms.")
 
 
 REASONS3 = {
