@@ -15,10 +15,12 @@ EX = Exercises("nb04", hints={
         "parameters.",
         "In code: add up p.numel() over model.named_parameters() whose name contains '.attn.' and ends in "
         "'_proj.weight'."],
-    2: ["The model copies. For sort, a copied digit is right where the input digit already sits in its sorted "
-        "place.",
-        "Sequence accuracy counts an example right only if all 8 answer digits are right.",
-        "When is a copy of the input entirely right for sort? How often are 8 random digits already in order?"],
+    2: ["Section 4 found which known rule the model's answers follow when asked plus3: compare that rule with "
+        "plus3's, digit by digit.",
+        "Token accuracy is the share of answer digits that are right; a digit is right where the rule the model "
+        "follows and plus3's rule happen to give the same digit.",
+        "For which partner digits y is (x − y) mod 10 equal to (x + y) mod 10? How often is a random digit one of "
+        "them?"],
     3: ["Each adapted matrix gets its own A (r×k) and B (d×r); here d = k = d_model.",
         "Four attention matrices per block, and cfg.n_layer blocks.",
         "Confirm with le.add_lora on copy.deepcopy(model) and le.count_parameters."],
@@ -54,48 +56,52 @@ def ex1(answer) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _sort_accuracy() -> tuple[float, float]:
+def _plus3_accuracy() -> tuple[float, float]:
     from ...pretrained import load_pretrained
     from ...train import evaluate
 
     m = load_pretrained(device="cpu")
-    return evaluate(m, "sort", 512), evaluate(m, "sort", 512, metric="sequence")
+    return evaluate(m, "plus3", 512), evaluate(m, "plus3", 512, metric="sequence")
 
 
 REASONS2 = {
-    "a": "the model does not output random digits: it copies (section 4 shows model and copy rule agree), and "
-         "random digits would score about 0.1 per digit on sort, not the token accuracy measured above.",
+    "a": "the model does not output random digits: section 4 shows its answers follow one known rule almost "
+         "everywhere, and random digits would be right 1 time in 10, not the token accuracy measured above.",
     "b": "",
-    "c": "that holds only if every digit were right independently of the others, with the same chance; here "
-         "whether a digit is right depends on the whole input. The number can look similar — the reason is not.",
-    "d": "the question is why whole answers are so much rarer than right digits; the MLP does not enter into it.",
+    "c": "that would hold only if each digit were right independently with one fixed chance; here whether a digit is "
+         "right depends on the partner digit it reads. The number may look similar — the reason is not.",
+    "d": "the route is not the problem: the rule the answers follow in section 4 reads the same partner digit "
+         "x_(i+3) as plus3 does.",
 }
 
 
 @EX.check(2)
 def ex2(prediction=None, why=None) -> bool:
-    """Predict, then measure, then explain: the pretrained model's *sequence* accuracy on `sort`."""
+    """Predict, then measure, then explain: the pretrained model's *token* accuracy on `plus3`."""
     if prediction is None:
-        return not_answered("write your prediction of the sequence accuracy on sort (a number between 0 and 1) "
+        return not_answered("write your prediction of the token accuracy on plus3 (a number between 0 and 1) "
                             "into `prediction` before anything is measured, and run the cell.")
     v, problem = read_fraction(prediction)
     if problem:
         return fail(problem)
     first = EX.first_prediction(2, v)
-    token, seq = _sort_accuracy()
-    good = abs(v - seq) <= 0.01
-    if abs(v - token) <= 0.05:
-        diag = "that is about the *token* accuracy (the share of right digits); a whole answer needs all 8 right."
+    token, seq = _plus3_accuracy()
+    good = abs(v - token) <= 0.05
+    if abs(v - seq) <= 0.02:
+        diag = "that is about the *whole-answer* accuracy; token accuracy gives credit for every right digit."
     elif abs(v - 0.1) <= 0.03:
-        diag = "1 in 10 is the chance of one random digit being right; a sequence needs eight right digits."
+        diag = "1 in 10 is the chance of a random digit being right; the model does not answer at random."
+    elif v > token:
+        diag = "too high: the rule the model follows agrees with plus3's only for some partner digits."
     else:
-        diag = "think about when a copied sequence is entirely right for sort."
-    return judge_prediction(v, first, f"sequence accuracy {seq:.4f} (token accuracy {token:.3f}) on 512 held-out "
+        diag = "too low: for some partner digits the rule the model follows gives plus3's digit too."
+    return judge_prediction(v, first, f"token accuracy {token:.3f} (whole answers {seq:.3f}) on 512 held-out "
                             "examples", good, diag, why, REASONS2, "b",
-                            "copying is right at a position where the digit is already in its sorted place — often "
-                            "for one position, but all eight only when the input is already sorted, which random "
-                            "digits almost never are. Token accuracy gives partial credit; a task is learned when "
-                            "whole answers come out right.")
+                            "the model reads the unknown word as `sub` and answers (x − y) mod 10 with the right "
+                            "partner y = x_(i+3). That equals plus3's (x + y) mod 10 exactly when 2y ≡ 0 (mod 10), "
+                            "i.e. y = 0 or 5: one partner digit in five. A whole answer needs all six, so whole "
+                            "answers are almost never right — the model has the route and the arithmetic, only the "
+                            "word is missing.")
 
 
 @EX.check(3)
@@ -115,8 +121,9 @@ def ex3(answer) -> bool:
         return ok(f"4 matrices × {L} blocks × r·(d + k) = 4 × {L} × {per} = {right:,}, "
                   f"{right / (4 * L * d * d):.0%} of the attention weights.")
     if n == right // 2:
-        return fail("that is half of it: either only one of the two factors (each matrix gets both A and B) or only "
-                    "one of the blocks.")
+        return fail("that is half of it: each adapted matrix gets both factors, A and B.")
+    if n == right // L:
+        return fail("that is one block's worth; count every block.")
     if n == L * per:
         return fail("that is one matrix per block; the question asks for all four attention matrices.")
     if n == 4 * L * r * r:
