@@ -59,8 +59,9 @@ def test_ex2_matches_the_kept_copy(capsys):
     assert run(capsys, check.ex2, kept)[0]
     ok, out = run(capsys, check.ex2, None)
     assert not ok and out.startswith("⏳") and f"{kept:,}" not in out
+    L = le.ToyConfig().n_layer
     cases = {2 * kept: "4 bytes per value", kept // 2: "half of it", 64 * 64 * 2: "one matrix",
-             kept + 4 * 64 * 2: "biases", 2 * 2 * 4 * 128 * 2: "size of the adapters", 3: "count the adapted"}
+             kept + 2 * L * 64 * 2: "biases", 2 * L * 4 * 128 * 2: "size of the adapters", 3: "count the adapted"}
     for wrong, says in cases.items():
         ok, out = run(capsys, check.ex2, wrong)
         assert not ok and says in out and f"{kept:,}" not in out and str(kept) not in out
@@ -68,7 +69,7 @@ def test_ex2_matches_the_kept_copy(capsys):
 
 def test_ex2_all_four_matrices_is_named_as_a_possibility(capsys):
     """Adapting all four attention matrices gives the same number as 4 bytes per value: the check names both."""
-    ok, out = run(capsys, check.ex2, 4 * 2 * 64 * 64 * 2)
+    ok, out = run(capsys, check.ex2, 4 * le.ToyConfig().n_layer * 64 * 64 * 2)
     assert not ok and "all four attention matrices" in out and "4 bytes per value" in out
 
 

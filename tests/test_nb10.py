@@ -4,6 +4,7 @@ helpers measure what the notebook says they measure."""
 from __future__ import annotations
 
 import copy
+import inspect
 import subprocess
 import sys
 import warnings
@@ -31,7 +32,7 @@ def base():
 
 @pytest.fixture(scope="module")
 def tokens():
-    return le.get_task("reverse").batch(8, torch.Generator().manual_seed(0))[0]
+    return le.get_task("plus3").batch(8, torch.Generator().manual_seed(0))[0]
 
 
 def randomize(model, seed=0, std=0.05):
@@ -52,7 +53,8 @@ def test_importing_the_module_does_not_import_peft():
 def test_peft_toy_is_seeded_and_wraps_a_copy(base):
     a, b = nb10.peft_toy(3, base), nb10.peft_toy(3, base)
     la, lb = nb10.peft_layers(a), nb10.peft_layers(b)
-    assert sorted(la) == sorted(f"blocks.{i}.attn.{p}" for i in range(2) for p in ("q_proj", "v_proj"))
+    layers = range(le.ToyConfig().n_layer)
+    assert sorted(la) == sorted(f"blocks.{i}.attn.{p}" for i in layers for p in ("q_proj", "v_proj"))
     assert all(torch.equal(nb10.layer_parts(la[n])["A"], nb10.layer_parts(lb[n])["A"]) for n in la)
     assert not any(torch.equal(nb10.layer_parts(la[n])["A"], nb10.layer_parts(nb10.peft_layers(
         nb10.peft_toy(4, base))[n])["A"]) for n in la)
@@ -79,22 +81,31 @@ def test_copy_start_and_one_step_side_by_side(base):
     for n, m in le.lora_layers(ours).items():
         p = nb10.layer_parts(nb10.peft_layers(pm)[n])
         assert torch.equal(m.A, p["A"]) and torch.equal(m.B, p["B"]) and m.scaling == p["scaling"]
-    step = nb10.one_step_side_by_side(base, "reverse", seed=1, batch_size=16)
+    step = nb10.one_step_side_by_side(base, "plus3", seed=1, batch_size=16)
     assert step["loss_peft"] == pytest.approx(step["loss_lora_edu"], rel=1e-6)
     assert step["max_grad"] > 0
     assert max(step["max_grad_diff_A"], step["max_grad_diff_B"]) <= 1e-5 * step["max_grad"]
 
 
 def test_head_to_head_rows_models_and_spread(base):
-    rows, models = nb10.head_to_head(base, "reverse", seeds=(0, 1), steps=2, eval_examples=8)
+    rows, models = nb10.head_to_head(base, "plus3", seeds=(0, 1), steps=2, eval_examples=8)
     assert [(r["library"], r["seed"]) for r in rows] == [("PEFT", 0), ("lora_edu", 0), ("PEFT", 1), ("lora_edu", 1)]
-    assert all(0 <= r["accuracy"] <= 1 and r["seconds"] > 0 for r in rows)
+    assert all(0 <= r["accuracy"] <= r["token_accuracy"] <= 1 and r["seconds"] > 0 for r in rows)
+    for (lib, seed), m in models.items():  # accuracy is the exact-answer metric of the trained model
+        assert next(r for r in rows if (r["library"], r["seed"]) == (lib, seed))["accuracy"] == le.evaluate(
+            m, "plus3", 8, metric="sequence")
     assert isinstance(models[("PEFT", 0)], peft.PeftModel) and le.lora_layers(models[("lora_edu", 1)])
     assert all(m.alpha == 8 and m.r == 4 for m in le.lora_layers(models[("lora_edu", 0)]).values())
     s = nb10.spread([{"a": 1, "k": "x"}, {"a": 3, "k": "x"}, {"a": 10, "k": "y"}], "a", k="x")
     assert s == {"mean": 2, "min": 1, "max": 3, "n": 2}
     with pytest.raises(ValueError, match="steps"):
         nb10.head_to_head(base, steps=0)
+    from lora_edu.course.common import LORA_RECIPE
+
+    for f in (nb10.head_to_head, nb10.train_adapters):  # the course recipe, weight decay on A and B included
+        params = inspect.signature(f).parameters
+        assert params["weight_decay"].default == LORA_RECIPE["weight_decay"] == 1.0
+        assert params["lr"].default == LORA_RECIPE["lr"]
 
 
 def test_max_logit_diff(base, tokens):
@@ -139,30 +150,34 @@ def test_notebook08_delta_refuses_other_methods(base, tmp_path):
 
 
 def test_combination_rows(base, tmp_path):
-    pm = nb10.peft_toy(0, base, adapter_name="reverse")
-    pm.add_adapter("increment", nb10.peft_config())
+    pm = nb10.peft_toy(0, base, adapter_name="plus3")
+    pm.add_adapter("minus5", nb10.peft_config())
     randomize(pm)
-    adapters = adapters_of(pm, ("reverse", "increment"), tmp_path)
+    adapters = adapters_of(pm, ("plus3", "minus5"), tmp_path)
     rows = nb10.combination_rows(pm, adapters, eval_examples=8)
     assert [r["method"] for r in rows] == ["cat", "linear", "svd", "set_adapter"]
     assert all(r["rel_gap_to_nb08"] < 1e-5 for r in rows[:3]) and rows[3]["rel_gap_to_nb08"] is None
+    skill = nb10.BASE_SKILL
     for r in rows:
-        assert r["mean_task"] == pytest.approx((r["reverse"] + r["increment"]) / 2) and 0 <= r["copy"] <= 1
-    assert set(pm.peft_config) == {"reverse", "increment"}  # the combined adapters were deleted again
-    assert rows[3]["copy"] == le.evaluate(base, "copy", 8)
+        assert r["mean_task"] == pytest.approx((r["plus3"] + r["minus5"]) / 2) and 0 <= r[skill] <= 1
+    assert set(pm.peft_config) == {"plus3", "minus5"}  # the combined adapters were deleted again
+    assert rows[3][skill] == le.evaluate(base, skill, 8, metric="sequence")  # adapters disabled: the base model
+    pm.set_adapter("minus5")
+    assert rows[3]["minus5"] == le.evaluate(pm, "minus5", 8, metric="sequence")
 
 
 def test_train_adapters_trains_only_the_active_one_and_never_w0(base):
-    pm = nb10.peft_toy(0, base, adapter_name="reverse")
+    pm = nb10.peft_toy(0, base, adapter_name="plus3")
     before = nb10.base_weights(pm)
-    acc = nb10.train_adapters(pm, ["increment", "sort"], nb10.peft_config(), steps=2, eval_examples=8)
-    assert list(acc) == ["increment", "sort"] and list(pm.peft_config) == ["reverse", "increment", "sort"]
+    acc = nb10.train_adapters(pm, ["minus5", "rminus1"], nb10.peft_config(), steps=2, eval_examples=8)
+    assert list(acc) == ["minus5", "rminus1"] and list(pm.peft_config) == ["plus3", "minus5", "rminus1"]
+    assert acc["rminus1"] == le.evaluate(pm, "rminus1", 8, metric="sequence")
     assert nb10.max_change(pm, before) == 0.0
     layer = nb10.peft_layers(pm)["blocks.0.attn.q_proj"]
-    assert all(float(layer.lora_B[t].weight.abs().max()) > 0 for t in ("increment", "sort"))
-    assert float(layer.lora_B["reverse"].weight.abs().max()) == 0  # not trained while another adapter was active
+    assert all(float(layer.lora_B[t].weight.abs().max()) > 0 for t in ("minus5", "rminus1"))
+    assert float(layer.lora_B["plus3"].weight.abs().max()) == 0  # not trained while another adapter was active
     assert {n for n, p in pm.named_parameters() if p.requires_grad} == {
-        n for n in dict(pm.named_parameters()) if ".sort." in n}
+        n for n in dict(pm.named_parameters()) if ".rminus1." in n}
 
 
 def test_switch_drift_merge_vs_set_adapter(base):

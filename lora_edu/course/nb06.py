@@ -15,7 +15,22 @@ from torch import nn
 
 from ..adapters import Adapter, merge_adapter, unmerge_adapter
 from ..inject import lora_layers
-from .common import COLORS, check_int, check_model, device_of, figure, results_dir, sync
+from ..tasks import get_task
+from .common import (
+    COLORS,
+    DTYPES,
+    adapter_list,
+    check_int,
+    check_model,
+    check_plain,
+    device_of,
+    figure,
+    growth_exponent,
+    latency_comparison,
+    results_dir,
+    spread,
+    sync,
+)
 
 
 def switch_adapter(model: nn.Module, current: Adapter | None, new: Adapter | None) -> None:
@@ -85,6 +100,192 @@ def switch_vs_reload(base: nn.Module, adapters: dict, repeats: int = 20) -> dict
         adapter_bytes = sum(f.stat().st_size for f in (d / f"adapter_{names[0]}").iterdir())
     return {"switch_s": statistics.median(switch_times), "reload_s": statistics.median(reload_times),
             "adapter_bytes": adapter_bytes, "full_bytes": full_bytes}
+
+
+# ---------------------------------------------------------------------------------------------------------- latency
+def latency_rounds(base: nn.Module, adapter: Adapter, batch_sizes=(1, 16, 64), rounds: int = 5, repeats: int = 10,
+                   task="plus3") -> list[dict]:
+    """`rounds` independent runs of common.latency_comparison (each interleaves base, merged and unmerged calls).
+
+    A model's time in one round is the 10th percentile of its `repeats` calls: background load only ever adds
+    time, so the fastest calls are the least disturbed estimate. Row per batch size: batch, tokens, the median over
+    rounds of each model's time (ms), and the per-round ratios ``merged_ratios`` / ``unmerged_ratios`` (model /
+    base). The spread of merged/base over rounds is what timing noise alone looks like: the merged model *is* the
+    base architecture.
+    """
+    check_int(rounds, "rounds")
+    runs = [latency_comparison(base, adapter, batch_sizes, repeats=repeats, task=task) for _ in range(rounds)]
+    out = []
+    for i, b in enumerate(runs[0]):
+        rs = [run[i] for run in runs]
+        row = {"batch": b["batch"], "tokens": b["tokens"]}
+        for k in ("base", "merged", "unmerged"):
+            row[f"{k}_ms"] = statistics.median(r[f"{k}_p10_ms"] for r in rs)
+        row["merged_ratios"] = [r["merged_p10_ms"] / r["base_p10_ms"] for r in rs]
+        row["unmerged_ratios"] = [r["unmerged_p10_ms"] / r["base_p10_ms"] for r in rs]
+        row["merged_over_base"] = statistics.median(row["merged_ratios"])
+        row["unmerged_over_base"] = statistics.median(row["unmerged_ratios"])
+        out.append(row)
+    return out
+
+
+NEGLIGIBLE = 0.05  # a median latency ratio within 5 % of 1 is called "the same cost"
+
+
+def latency_verdict(ratios, negligible: float = NEGLIGIBLE) -> str:
+    """"slower" when every round's ratio (model / base) is above 1, "faster" when every one is below 1 (and the
+    median is more than `negligible` away from 1), else "same within noise"."""
+    r = [float(x) for x in ratios]
+    if not r or any(not math.isfinite(x) or x <= 0 for x in r):
+        raise ValueError(f"ratios must be a non-empty list of positive numbers, got {ratios!r}")
+    if abs(statistics.median(r) - 1) <= negligible:
+        return "same within noise"
+    if min(r) > 1:
+        return "slower"
+    if max(r) < 1:
+        return "faster"
+    return "same within noise"
+
+
+def latency_sentences(row: dict) -> dict:
+    """The sentences section 3 prints for one batch size, chosen by the numbers (see latency_verdict)."""
+    b = row["batch"]
+    m, u = row["merged_ratios"], row["unmerged_ratios"]
+    vm, vu = latency_verdict(m), latency_verdict(u)
+    sm, su = spread(m, "{:.2f}"), spread(u, "{:.2f}")
+    rounds = "rounds" if len(m) > 1 else "(one round)"
+    return {
+        "merged_same": vm == "same within noise",
+        "merged_said": f"batch {b}: merged costs what base costs, within timing noise — merged/base {sm} {rounds}.",
+        "merged_otherwise": f"batch {b}: merged/base {sm} — {vm} than base on every round, although merged is the "
+                            "base architecture with other numbers in two matrices: this is the machine (background "
+                            "load, caches), not the merge. Rerun on a quiet machine.",
+        "unmerged_pays": vu == "slower",
+        "unmerged_said": f"batch {b}: the unmerged model pays for its extra matmuls — unmerged/base {su}, above 1 on "
+                         "every round.",
+        "unmerged_otherwise": f"batch {b}: unmerged/base {su} — "
+                              + ("the same as base within timing noise: the extra r-wide matmuls are lost in the "
+                                 "noise here (the merged model's spread above shows how large the noise is)."
+                                 if vu == "same within noise" else
+                                 "faster than base on every round, which the extra work cannot cause: timing "
+                                 "noise on a loaded machine."),
+    }
+
+
+def plot_latency_rounds(rows: list[dict], device: str = ""):
+    """Left: median ms per model and batch (log scale). Right: each round's merged/base and unmerged/base ratio."""
+    if not rows:
+        raise ValueError("rows must not be empty")
+    fig, (ax, bx) = figure(2, 1, width=4.6, height=3.4)
+    w = 0.26
+    for j, k in enumerate(("base", "merged", "unmerged")):
+        ax.bar([i + (j - 1) * w for i in range(len(rows))], [r[f"{k}_ms"] for r in rows], w, label=k,
+               color=COLORS[k])
+    ax.set_xticks(range(len(rows)), [f"batch {r['batch']}" for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("forward time (ms, log)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Latency{' on ' + device if device else ''}", fontsize=10)
+    for j, k in enumerate(("merged", "unmerged")):
+        for i, r in enumerate(rows):
+            ys = r[f"{k}_ratios"]
+            bx.plot([i + (j - 0.5) * 0.3] * len(ys), ys, "o", color=COLORS[k], alpha=0.7, ms=5,
+                    label=f"{k} / base (one dot per round)" if i == 0 else None)
+    bx.axhline(1.0, color="black", lw=0.8, ls="--")
+    bx.set_xticks(range(len(rows)), [f"batch {r['batch']}" for r in rows])
+    bx.set_yscale("log")
+    bx.set_ylabel("time / base time (log)")
+    bx.legend(fontsize=8)
+    bx.set_title("Ratio to base, every round: the spread is the noise", fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------------ drift
+RANDOM_WALK, SYSTEMATIC = 0.5, 1.0
+GROWTH_TOL = 0.15  # p within 0.15 of 0.5 reads as a random walk, within 0.15 of 1 as systematic
+
+
+def growth_kind(p: float, tol: float = GROWTH_TOL) -> str:
+    """"random walk" (p ≈ 0.5), "systematic" (p ≈ 1) or "neither" for a growth exponent p (drift ∝ nᵖ)."""
+    if not isinstance(p, (int, float)) or isinstance(p, bool):
+        raise TypeError(f"p must be a number, got {type(p).__name__}")
+    if abs(p - RANDOM_WALK) <= tol:
+        return "random walk"
+    if abs(p - SYSTEMATIC) <= tol:
+        return "systematic"
+    return "neither"
+
+
+def plateau_start(switches, drifts) -> int | None:
+    """The first checkpoint from which the drift no longer changes (None if it still changed at the last one)."""
+    s, d = list(switches), list(drifts)
+    if len(s) < 2 or d[-1] != d[-2]:
+        return None
+    i = len(d) - 1
+    while i > 0 and d[i - 1] == d[-1]:
+        i -= 1
+    return s[i]
+
+
+@torch.no_grad()
+def drift_directions(base: nn.Module, adapters, dtype="bfloat16", cycles: int = 100) -> dict:
+    """Per weight entry, the direction of every move over `cycles` rounds of merge → unmerge through all `adapters`.
+
+    Merging rounds W0 + ΔW to the dtype, unmerging rounds again; both are monotone in W, so a whole round is a
+    monotone map of each entry onto itself, and an entry it moves up can never later move down. Returns the
+    number of entries, those that moved, those that ever reversed direction, and those still moving in the last
+    round (the rest have reached a fixed point).
+    """
+    check_plain(base)
+    adapters = adapter_list(adapters)
+    check_int(cycles, "cycles")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    dt = DTYPES[dtype]
+    model = copy.deepcopy(base).to(dtype=dt)
+    adapters = [a.to(device=device_of(base), dtype=dt) for a in adapters]
+    names = sorted({n for a in adapters for n in a.tensors})
+    weights = [model.get_submodule(n).weight for n in names]
+    prev = [w.detach().float().clone() for w in weights]
+    first = [torch.zeros_like(p) for p in prev]
+    reversed_ = [torch.zeros_like(p, dtype=torch.bool) for p in prev]
+    still = 0
+    for _ in range(cycles):
+        for a in adapters:
+            merge_adapter(model, a)
+            unmerge_adapter(model, a)
+        still = 0
+        for i, w in enumerate(weights):
+            now = w.detach().float()
+            step = torch.sign(now - prev[i])
+            reversed_[i] |= (step != 0) & (first[i] != 0) & (step != first[i])
+            first[i] = torch.where(first[i] == 0, step, first[i])
+            still += int((step != 0).sum())
+            prev[i] = now.clone()
+    return {"dtype": dtype, "cycles": cycles, "switches": cycles * len(adapters),
+            "entries": sum(p.numel() for p in prev), "moved": sum(int((f != 0).sum()) for f in first),
+            "reversed": sum(int(r.sum()) for r in reversed_), "still_moving": still}
+
+
+def drift_reading(rows: list[dict], directions: dict | None = None) -> dict:
+    """What the drift rows of one dtype (strategy "subtract") show: the growth exponent p of max |W − W0| over all
+    checkpoints, its kind (growth_kind), where the drift stopped growing, and — with drift_directions' counts —
+    whether the entries moved one way (systematic) or back and forth (a random walk reverses half its steps)."""
+    if not rows:
+        raise ValueError("rows must not be empty")
+    s, d = [r["switches"] for r in rows], [r["max_abs"] for r in rows]
+    p = growth_exponent(s, d)
+    stop = plateau_start(s, d)
+    grow = [(a, b) for a, b in zip(s, d) if stop is None or a <= stop]
+    p_grow = growth_exponent([a for a, _ in grow], [b for _, b in grow]) if len(grow) >= 2 else float("nan")
+    out = {"dtype": rows[0]["dtype"], "p": p, "kind": growth_kind(p) if math.isfinite(p) else "neither",
+           "plateau_from": stop, "p_growing": p_grow,
+           "kind_growing": growth_kind(p_grow) if math.isfinite(p_grow) else "neither"}
+    if directions is not None:
+        moved = directions["moved"]
+        out["reversed_fraction"] = directions["reversed"] / moved if moved else 0.0
+        out["one_way"] = moved > 0 and directions["reversed"] == 0
+    return out
 
 
 class _MultiLoRALinear(nn.Module):
@@ -209,6 +410,32 @@ def multi_adapter_max_diff(model: nn.Module, adapters: dict, tokens: torch.Tenso
         ref = single(tokens[i: i + 1])
         worst = max(worst, float((mixed[i: i + 1].float() - ref.float()).abs().max()))
     return worst
+
+
+def mixed_tokens(tasks, seed: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, inputs) for one example per entry of `tasks`: row i is a whole example of tasks[i] (its own prompt)."""
+    tasks = [get_task(t) for t in tasks]
+    if not tasks:
+        raise ValueError("tasks must not be empty")
+    x = tasks[0].sample_x(len(tasks), torch.Generator().manual_seed(seed))
+    inputs = torch.cat([t.make(x[i: i + 1])[0] for i, t in enumerate(tasks)])
+    return x, inputs if device is None else inputs.to(device)
+
+
+@torch.no_grad()
+def generate_mixed(multi: MultiAdapterModel, x: torch.Tensor, tasks, adapter_ids=None) -> torch.Tensor:
+    """Greedy answers for a batch whose row i asks task tasks[i] with adapter adapter_ids[i] (default: the task's
+    name), all rows in the same forward passes (le.generate takes one task for the whole batch)."""
+    if not isinstance(multi, MultiAdapterModel):
+        raise TypeError(f"multi must be a MultiAdapterModel, got {type(multi).__name__}")
+    tasks = [get_task(t) for t in tasks]
+    if len(tasks) != x.shape[0]:
+        raise ValueError(f"tasks must give one task per row: {x.shape[0]} rows, got {len(tasks)}")
+    ids = [t.name for t in tasks] if adapter_ids is None else list(adapter_ids)
+    seq = torch.cat([t.prefix(x[i: i + 1].cpu()) for i, t in enumerate(tasks)]).to(device_of(multi.model))
+    for _ in range(x.shape[1]):
+        seq = torch.cat([seq, multi(seq, ids)[:, -1].argmax(-1, keepdim=True)], 1)
+    return seq[:, -x.shape[1]:].cpu()
 
 
 def plot_latency(rows: list[dict], device: str = "", title: str | None = None):

@@ -23,10 +23,12 @@ from ..pretrained import load_pretrained
 from ..runtime import seed_everything
 from ..tasks import get_task
 from ..train import evaluate, task_loss, train
-from .common import check_int, check_model, device_of
+from .common import LORA_RECIPE, check_int, check_model, device_of
 
 TARGETS = ("q_proj", "v_proj")
 PEFT_PREFIX = "base_model.model."
+TASK = "plus3"  # the downstream task the notebook trains on (le.DOWNSTREAM_TASKS[0])
+BASE_SKILL = "add2"  # a pretraining skill: what the base model keeps when adapters are combined or switched
 
 
 def peft_config(r: int = 4, alpha: float = 8, targets=TARGETS, **kw):
@@ -75,7 +77,7 @@ def copy_start(peft_model: nn.Module, base: nn.Module, alpha: float = 8) -> nn.M
     return ours
 
 
-def one_step_side_by_side(base: nn.Module, task="reverse", seed: int = 0, batch_size: int = 64) -> dict:
+def one_step_side_by_side(base: nn.Module, task=TASK, seed: int = 0, batch_size: int = 64) -> dict:
     """Same start, same batch: the loss and the gradients of A and B in PEFT and in lora_edu (max |difference|)."""
     pm = peft_toy(seed, base)
     ours = copy_start(pm, base)
@@ -93,10 +95,13 @@ def one_step_side_by_side(base: nn.Module, task="reverse", seed: int = 0, batch_
             "max_grad_diff_B": grads[1], "max_grad": scale}
 
 
-def head_to_head(base: nn.Module, task="reverse", seeds=(0, 1, 2), steps: int = 300, lr: float = 1e-2,
+def head_to_head(base: nn.Module, task=TASK, seeds=(0, 1, 2), steps: int = LORA_RECIPE["steps"],
+                 lr: float = LORA_RECIPE["lr"], weight_decay: float = LORA_RECIPE["weight_decay"],
                  eval_examples: int = 256) -> tuple[list[dict], dict]:
-    """Train LoraConfig(r=4, lora_alpha=8) in PEFT and add_lora(r=4, alpha=8) in lora_edu, each from its own
-    default initialisation, with the same data for each seed. Returns (rows, {(library, seed): trained model})."""
+    """Train LoraConfig(r=4, lora_alpha=8) in PEFT and add_lora(r=4, alpha=8) in lora_edu with the course recipe
+    (AdamW, weight decay on A and B), each from its own default initialisation, with the same data for each seed.
+    Row: library, seed, accuracy (exact answer: all digits right), token_accuracy, final_loss (mean of the last 20
+    steps), seconds. Returns (rows, {(library, seed): trained model})."""
     check_int(steps, "steps")
     rows, models = [], {}
     for seed in seeds:
@@ -108,9 +113,13 @@ def head_to_head(base: nn.Module, task="reverse", seeds=(0, 1, 2), steps: int = 
                 seed_everything(seed)
                 add_lora(m, TARGETS, r=4, alpha=8)
             t0 = time.perf_counter()
-            hist = train(m, task, steps, lr=lr, seed=seed, progress=False, eval_examples=eval_examples)
-            rows.append({"library": lib, "seed": seed, "accuracy": hist["accuracy"][-1],
-                         "final_loss": statistics.fmean(hist["loss"][-20:]), "seconds": time.perf_counter() - t0})
+            hist = train(m, task, steps, lr=lr, seed=seed, weight_decay=weight_decay, progress=False,
+                         eval_examples=eval_examples)
+            seconds = time.perf_counter() - t0
+            rows.append({"library": lib, "seed": seed,
+                         "accuracy": evaluate(m, task, eval_examples, metric="sequence"),
+                         "token_accuracy": hist["accuracy"][-1], "final_loss": statistics.fmean(hist["loss"][-20:]),
+                         "seconds": seconds})
             models[(lib, seed)] = m
     return rows, models
 
@@ -171,11 +180,12 @@ def cross_over_own(adapters: dict) -> float:
     return nb08.cross_terms(list(adapters.values()))["cross_over_own"]
 
 
-def combination_rows(model: nn.Module, adapters: dict, methods=("cat", "linear", "svd"), pretrain: str = "copy",
+def combination_rows(model: nn.Module, adapters: dict, methods=("cat", "linear", "svd"), pretrain: str = BASE_SKILL,
                      eval_examples: int = 256) -> list[dict]:
     """For each PEFT combination of all the adapters ({task: Adapter}, already loaded into `model` under their task
-    names): its rank, max |ΔW_PEFT − ΔW_notebook08| relative to max |ΔW|, and accuracy on every task and on
-    `pretrain`. A final row "set_adapter" scores each task with only its own adapter active (switching)."""
+    names): its rank, max |ΔW_PEFT − ΔW_notebook08| relative to max |ΔW|, and exact-answer accuracy on every task
+    and on the pretraining skill `pretrain`. A final row "set_adapter" scores each task with only its own adapter
+    active (switching), and `pretrain` with the adapters disabled."""
     names = list(adapters)
     rows = []
     for method in methods:
@@ -184,16 +194,17 @@ def combination_rows(model: nn.Module, adapters: dict, methods=("cat", "linear",
         scale = max(float(v.abs().max()) for v in ref.values())
         gap = max(float((mine[k] - ref[k]).abs().max()) for k in ref) / scale
         model.set_adapter(new)
-        acc = {t: evaluate(model, t, eval_examples) for t in names}
+        acc = {t: evaluate(model, t, eval_examples, metric="sequence") for t in names}
         rows.append({"method": method, "rank": rank, "rel_gap_to_nb08": gap, **acc,
-                     "mean_task": statistics.fmean(acc.values()), pretrain: evaluate(model, pretrain, eval_examples)})
+                     "mean_task": statistics.fmean(acc.values()),
+                     pretrain: evaluate(model, pretrain, eval_examples, metric="sequence")})
         model.delete_adapter(new)
     acc = {}
     for t in names:
         model.set_adapter(t)
-        acc[t] = evaluate(model, t, eval_examples)
+        acc[t] = evaluate(model, t, eval_examples, metric="sequence")
     with model.disable_adapter():
-        pre = evaluate(model, pretrain, eval_examples)
+        pre = evaluate(model, pretrain, eval_examples, metric="sequence")
     rows.append({"method": "set_adapter", "rank": adapters[names[0]].r, "rel_gap_to_nb08": None, **acc,
                  "mean_task": statistics.fmean(acc.values()), pretrain: pre})
     return rows
@@ -296,18 +307,21 @@ class NeoXLike(nn.Module):
         return self.embed_out(h)
 
 
-def train_adapters(model: nn.Module, tasks, config, steps: int, lr: float = 1e-2, eval_examples: int = 256,
+def train_adapters(model: nn.Module, tasks, config, steps: int, lr: float = LORA_RECIPE["lr"],
+                   weight_decay: float = LORA_RECIPE["weight_decay"], eval_examples: int = 256,
                    first_seed: int = 1) -> dict:
     """Add one adapter per task to a PeftModel (named after the task, LoraConfig `config`), make it the active
-    and only trainable one with set_adapter, and train it; returns {task: accuracy}."""
+    and only trainable one with set_adapter, and train it with the course recipe; returns {task: exact-answer
+    accuracy}."""
     check_int(steps, "steps")
     acc = {}
     for seed, task in enumerate(tasks, start=first_seed):
         seed_everything(seed)
         model.add_adapter(task, copy.deepcopy(config))
         model.set_adapter(task)
-        acc[task] = train(model, task, steps, lr=lr, seed=seed, progress=False,
-                          eval_examples=eval_examples)["accuracy"][-1]
+        train(model, task, steps, lr=lr, seed=seed, weight_decay=weight_decay, progress=False,
+              eval_examples=eval_examples)
+        acc[task] = evaluate(model, task, eval_examples, metric="sequence")
     return acc
 
 
