@@ -1,4 +1,5 @@
-"""Notebook 05 (fine-tuning with LoRA): LoRA vs full fine-tuning, the Table 5 and 6 ablations, their figures."""
+"""Notebook 05 (fine-tuning with LoRA): LoRA from the checkpoint vs a random init and vs full fine-tuning, the
+Table 5 and Table 6 ablations with seeds, what weight decay does to ΔW, and their tables and figures."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from torch import nn
 
 from ..adapters import extract_adapter
 from ..inject import count_parameters, lora_layers
-from ..tasks import get_task
-from ..train import evaluate, task_loss
+from ..model import ToyConfig, ToyTransformer
+from ..pretrained import load_pretrained
+from ..runtime import get_device, pick
+from ..tasks import DOWNSTREAM_TASKS, NEW_WORDS, Task, get_task
+from ..train import EVAL_SEED, task_loss
 from .common import (
     ATTENTION_TARGETS,
-    COLORS,
+    LORA_RECIPE,
     check_int,
     check_model,
     device_of,
@@ -65,7 +69,7 @@ PAPER_RANKS = (1, 2, 4, 8, 64)
 
 
 def lora_params_at_scale(d_model: int, n_layer: int, r: int, n_adapted: int = 2, d_ff: int | None = None,
-                         vocab_size: int = 16, max_len: int = 32, bias: bool = True) -> dict:
+                         vocab_size: int = 20, max_len: int = 16, bias: bool = True) -> dict:
     """Parameter arithmetic for a GPT-shaped model: total parameters, LoRA parameters, their ratio.
 
     LoRA on `n_adapted` d_model×d_model attention matrices per layer: |Θ| = 2·n_adapted·n_layer·d_model·r (§4.2).
@@ -94,7 +98,7 @@ def _tensor_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def training_memory(model: nn.Module, task="reverse", batch_size: int = 16) -> dict:
+def training_memory(model: nn.Module, task="plus3", batch_size: int = 16) -> dict:
     """Bytes of the tensors one AdamW training step keeps, measured on a copy of `model`.
 
     weights (all parameters, frozen or not), gradients (trainable only) and optimizer state (AdamW's two
@@ -129,7 +133,7 @@ def training_memory(model: nn.Module, task="reverse", batch_size: int = 16) -> d
     return out
 
 
-def time_train_step(model: nn.Module, task="reverse", batch_size: int = 64, steps: int = 20,
+def time_train_step(model: nn.Module, task="plus3", batch_size: int = 64, steps: int = 20,
                     warmup: int = 3, lr: float = 1e-3) -> float:
     """Median wall-clock seconds of one AdamW training step (forward, backward, update) on a copy of `model`."""
     check_model(model)
@@ -174,55 +178,225 @@ def checkpoint_bytes(model: nn.Module) -> int:
         return sum(f.stat().st_size for f in Path(d).iterdir())
 
 
+# ---------------------------------------------------------------------------------------------
+# one fine-tuning run of the course recipe, scored by whole answers
 METHODS = ("lora", "full")
+QV, Q = ("q_proj", "v_proj"), ("q_proj",)
+INITS = ("pretrained", "random")
 
 
-def finetune(task="reverse", method: str = "lora", targets=("q_proj", "v_proj"), r: int = 4,
-             alpha: float | None = 8, steps: int = 300, lr: float | None = None, seed: int = 0,
-             batch_size: int = 64, eval_examples: int = 512, device=None, progress: bool = True,
-             model: nn.Module | None = None, measure: bool = True) -> tuple[nn.Module, dict]:
-    """Fine-tune the pretrained toy (or a copy of `model`) on `task`; returns (model, results row).
+@torch.no_grad()
+def exact_accuracy(model: nn.Module, task="plus3", n_examples: int = 512, seed: int = EVAL_SEED,
+                   batch_size: int = 512) -> float:
+    """Fraction of held-out examples whose whole answer is right: le.evaluate(metric="sequence"), in one pass.
 
-    method "lora": LoRA(r, alpha) on `targets`, everything else frozen; "full": every parameter trains.
-    lr defaults to 1e-2 for LoRA and 3e-3 (the pretraining lr) for full fine-tuning. The row holds: method,
-    task, targets, r, alpha, steps, lr, seed, accuracy (token), trainable, total, train_seconds, step_ms (average over
-    the run), and with ``measure`` also seq_accuracy, weight/grad/optimizer bytes and checkpoint_bytes.
-    ``row["history"]`` is train()'s history (loss per step).
+    Teacher forcing scores every answer position at once. If the model's top token is right at every position
+    given the true prefix, greedy decoding reproduces that prefix and gives the same answer; if one is wrong,
+    greedy decoding goes wrong there too. So the two agree example by example; the examples are le.evaluate's
+    (same seed, same chunks).
+    """
+    check_model(model)
+    task = get_task(task)
+    if not isinstance(task, Task):
+        raise ValueError(f"task must be a single task, not the mixture {task.name!r}")
+    check_int(n_examples, "n_examples")
+    check_int(batch_size, "batch_size")
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(check_int(seed, "seed", 0))
+    answer, right = task.answer_slice(), 0
+    try:
+        for start in range(0, n_examples, batch_size):
+            inputs, targets = task.make(task.sample_x(min(batch_size, n_examples - start), g), device_of(model))
+            pred = model(inputs)[:, answer].argmax(-1)
+            right += int((pred == targets[:, answer]).all(1).sum())
+    finally:
+        model.train(was_training)
+    return right / n_examples
+
+
+def known_word_twin(task) -> str:
+    """The pretraining task a downstream task asks for with its new word: "plus3" → "add3" (same rule, known word)."""
+    t = get_task(task)
+    if not isinstance(t, Task) or t.op not in NEW_WORDS:
+        raise ValueError(f"task must be a downstream task with a new op word {tuple(NEW_WORDS)}, got {task!r}")
+    return f"{NEW_WORDS[t.op]}{t.k}"
+
+
+def random_init(seed: int = 0) -> nn.Module:
+    """The control: a ToyTransformer of the checkpoint's shape with freshly drawn random weights (`seed`)."""
+    check_int(seed, "seed", 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ToyTransformer(ToyConfig()).eval()
+
+
+def finetune(task="plus3", method: str = "lora", targets=QV, r: int = 4, alpha: float | None = 8.0,
+             steps: int = 300, lr: float | None = None, seed: int = 0, eval_examples: int = 512,
+             weight_decay: float | None = None, device=None, progress: bool = False, model: nn.Module | None = None,
+             measure: bool = False) -> tuple[nn.Module, dict]:
+    """One run of the course recipe (common.train_lora) from the checkpoint, or from a copy of `model`.
+
+    method "lora": LoRA(r, alpha) on `targets`, everything else frozen, lr 1e-2 and AdamW weight decay 1.0 on A and
+    B unless given; "full": every parameter trains, no weight decay, lr 3e-3 unless given. Batch 64, one CPU
+    thread. Returns (model, row); row["accuracy"] is the whole-answer accuracy on `eval_examples` held-out
+    examples, row["history"] train()'s history. With ``measure`` the row also holds the costs (see `costs`).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     task = get_task(task)
+    if not isinstance(task, Task):
+        raise ValueError(f"task must be a single task, not the mixture {task.name!r}")
     check_int(steps, "steps")
     check_int(eval_examples, "eval_examples")
+    full = method == "full"
     if lr is None:
-        lr = 1e-2 if method == "lora" else 3e-3
-    if method == "lora":
-        targets = targets_tuple(targets)
-    label = f"{method} {task.name}" + (f" {'+'.join(t.split('_')[0] for t in targets)} r={r}"
-                                       if method == "lora" else "")
-    m, hist = train_lora(task, base=model, targets=targets, r=r, alpha=alpha, lr=lr, steps=steps, seed=seed,
-                         full=method == "full", device=device, batch_size=batch_size, progress=progress, desc=label,
-                         eval_examples=eval_examples)
+        lr = 3e-3 if full else LORA_RECIPE["lr"]
+    targets = ("all",) if full else targets_tuple(targets)
+    kw = {} if full else {"targets": targets, "r": r, "alpha": alpha}
+    m, hist = train_lora(task, base=model, lr=lr, steps=steps, seed=seed, full=full, weight_decay=weight_decay,
+                         device=device, threads=1, batch_size=LORA_RECIPE["batch_size"], progress=progress,
+                         desc=f"{method} {task.name}", eval_examples=16, **kw)
     trainable, total = count_parameters(m)
-    row = {
-        "method": method, "task": task.name, "targets": targets if method == "lora" else ("all",),
-        "r": r if method == "lora" else None, "alpha": (m_alpha(m) if method == "lora" else None),
-        "steps": steps, "lr": lr, "seed": seed,
-        "accuracy": hist["accuracy"][-1],  # train() ends with evaluate(m, task, eval_examples)
-        "trainable": trainable, "total": total, "train_seconds": hist["seconds"],
-        "step_ms": 1000 * hist["seconds"] / steps, "final_loss": hist["loss"][-1], "history": hist,
-    }
+    layer = next(iter(lora_layers(m).values()), None)
+    row = {"method": method, "task": task.name, "targets": targets, "r": None if full else r,
+           "alpha": None if full else layer.alpha, "scale": None if full else layer.scaling, "steps": steps,
+           "lr": lr, "weight_decay": (0.0 if full else LORA_RECIPE["weight_decay"]) if weight_decay is None
+           else weight_decay, "seed": seed, "accuracy": exact_accuracy(m, task, eval_examples),
+           "trainable": trainable, "total": total, "train_seconds": hist["seconds"], "final_loss": hist["loss"][-1],
+           "history": hist}
     if measure:
-        row["seq_accuracy"] = evaluate(m, task, n_examples=eval_examples, metric="sequence")
-        row.update(training_memory(m, task))
-        row["checkpoint_bytes"] = checkpoint_bytes(m)
+        row.update(costs(m, task))
     m.eval()
     return m, row
 
 
-def m_alpha(model: nn.Module) -> float:
-    """The alpha of a model's LoRA layers (they share one)."""
-    return next(iter(lora_layers(model).values())).alpha
+def costs(model: nn.Module, task="plus3") -> dict:
+    """What a fine-tune of `model` costs: trainable parameters, bytes of weights+grads+AdamW state (training_memory),
+    checkpoint bytes on disk and the median milliseconds of one training step (batch 64)."""
+    check_model(model)
+    out = {"trainable": count_parameters(model)[0]}
+    out.update(training_memory(model, task))
+    out["checkpoint_bytes"] = checkpoint_bytes(model)
+    out["step_ms"] = 1000 * time_train_step(model, task, steps=pick(20, 5))
+    return out
+
+
+class Lab:
+    """The notebook's runs: each configuration is trained once (the first time it is asked for) and remembered,
+    so tables that share a cell (Table 5's {W_q, W_v} at r = 4 is the headline run) show the same run.
+
+    Every run uses the course recipe with `steps` steps and is scored on `eval_examples` held-out examples.
+    """
+
+    def __init__(self, steps: int = 300, eval_examples: int = 512, device=None):
+        self.steps = check_int(steps, "steps")
+        self.eval_examples = check_int(eval_examples, "eval_examples")
+        self.device = device
+        self.runs: dict[tuple, dict] = {}
+        self._bases: dict[tuple, nn.Module] = {}
+
+    def base(self, init: str = "pretrained", seed: int = 0) -> nn.Module:
+        """The frozen starting point: the shipped checkpoint, or `random_init(seed)`."""
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        key = (init, 0 if init == "pretrained" else seed)
+        if key not in self._bases:
+            m = load_pretrained("cpu") if init == "pretrained" else random_init(seed)
+            self._bases[key] = m.to(get_device(self.device)) if self.device is not None else m
+        return self._bases[key]
+
+    def run(self, task="plus3", *, targets=QV, r: int = 4, alpha: float = 8.0, seed: int = 0,
+            init: str = "pretrained", full: bool = False, lr: float | None = None,
+            weight_decay: float | None = None) -> dict:
+        """The row of one run (trained now, or remembered); row["model"] is the fine-tuned model."""
+        if not isinstance(full, bool):
+            raise TypeError(f"full must be a bool, got {type(full).__name__}")
+        if full and lr is None:
+            raise ValueError("lr: full fine-tuning needs its learning rate (choose it with lr_sweep)")
+        t = get_task(task).name
+        tg = None if full else targets_tuple(targets)
+        key = (t, tg, None if full else r, None if full else float(alpha), seed, init,
+               None if lr is None else float(lr), None if weight_decay is None else float(weight_decay))
+        if key not in self.runs:
+            model, row = finetune(t, "full" if full else "lora", tg or QV, r, alpha, self.steps, lr, seed,
+                                  self.eval_examples, weight_decay, self.device, model=self.base(init, seed))
+            self.runs[key] = dict(row, init=init, model=model)
+        return self.runs[key]
+
+    @property
+    def seconds(self) -> float:
+        """Training seconds of every run so far."""
+        return sum(r["train_seconds"] for r in self.runs.values())
+
+
+def _bar(total: int, desc: str, progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def _cells(lab: Lab, cells: list[tuple[dict, dict]], desc: str, progress: bool) -> list[dict]:
+    """cells: (row fields, run() keywords with a 'seeds' tuple and a 'task') → one row per cell with its
+    accuracies over seeds, mean, min, max and the trainable-parameter count."""
+    if not isinstance(lab, Lab):
+        raise TypeError(f"lab must be an nb05.Lab, got {type(lab).__name__}")
+    for _, kw in cells:
+        seeds = kw["seeds"]
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+            raise ValueError(f"seeds must be a non-empty sequence of non-negative ints, got {seeds!r}")
+    bar = _bar(sum(len(kw["seeds"]) for _, kw in cells), desc, progress)
+    rows = []
+    for fields, kw in cells:
+        kw = dict(kw)
+        seeds = tuple(kw.pop("seeds"))
+        runs = []
+        for s in seeds:
+            runs.append(lab.run(seed=s, **kw))
+            if bar is not None:
+                bar.update(1)
+        accs = [x["accuracy"] for x in runs]
+        rows.append(dict(fields, seeds=seeds, accuracies=accs, mean=sum(accs) / len(accs), min=min(accs),
+                         max=max(accs), trainable=runs[0]["trainable"], scale=runs[0]["scale"]))
+    if bar is not None:
+        bar.close()
+    return rows
+
+
+def seed_table(lab: Lab, tasks=DOWNSTREAM_TASKS, seeds=(0, 1, 2), label: str = "", progress: bool = True,
+               **run_kw) -> list[dict]:
+    """One configuration (run() keywords) on every task over `seeds` — a tuple, or {task: seeds} to give each task
+    its own. Row per task: task, config (= label), seeds, accuracies, mean, min, max, trainable."""
+    tasks = tuple(get_task(t).name for t in tasks)
+    if not tasks:
+        raise ValueError("tasks must not be empty")
+    per_task = seeds if isinstance(seeds, dict) else {t: tuple(seeds) for t in tasks}
+    return _cells(lab, [({"task": t, "config": label}, dict(run_kw, task=t, seeds=tuple(per_task[t])))
+                        for t in tasks], label or "runs", progress)
+
+
+def lr_sweep(lab: Lab, task="plus3", lrs=(3e-4, 3e-3, 3e-2), seed: int = 0, progress: bool = True):
+    """Full fine-tuning at each learning rate (one seed): (rows with lr, accuracy, final_loss, best lr).
+
+    The best lr has the highest accuracy; ties go to the lower final training loss (the run that learned more).
+    """
+    lrs = tuple(lrs)
+    if not lrs:
+        raise ValueError("lrs must not be empty")
+    bar = _bar(len(lrs), "full fine-tuning lr sweep", progress)
+    rows = []
+    for lr in lrs:
+        x = lab.run(task, full=True, lr=lr, seed=seed)
+        rows.append({"lr": lr, "accuracy": x["accuracy"], "final_loss": x["final_loss"], "seed": seed,
+                     "history": x["history"]})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    best = min(rows, key=lambda x: (-x["accuracy"], x["final_loss"]))["lr"]
+    return rows, best
 
 
 def budget_configs(budget_rank: int = 8, types=ATTENTION_TARGETS) -> list[tuple[tuple[str, ...], int]]:
@@ -245,46 +419,35 @@ def _paper5(targets) -> dict:
     return {}
 
 
-def _bar(total: int, desc: str, progress: bool):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+def _paper6(targets, r) -> dict:
+    paper = PAPER_TABLE6.get(tuple(targets))
+    if paper is None or r not in PAPER_RANKS:
+        return {}
+    i = PAPER_RANKS.index(r)
+    return {"paper_WikiSQL": paper["WikiSQL"][i], "paper_MultiNLI": paper["MultiNLI"][i]}
 
-    return tqdm(total=total, desc=desc)
 
+def table5(lab: Lab, task="plus3", seeds=(0, 1, 2), configs=None, alpha: float = 8.0,
+           progress: bool = True) -> list[dict]:
+    """Table 5 analogue: the same trainable-parameter budget spent on different weight types, α fixed.
 
-def compare_targets(task="reverse", steps: int = 300, budget_rank: int = 8, alpha: float = 8, lr: float = 1e-2,
-                    seed: int = 0, configs=None, device=None, progress: bool = True,
-                    eval_examples: int = 512) -> list[dict]:
-    """Table 5 analogue: the same trainable-parameter budget spent on different attention matrices.
-
-    Each row: targets, r, trainable, accuracy, step_ms, final_loss, and the paper's WikiSQL/MultiNLI
-    accuracy for that column where it has one.
+    configs: (targets, r) pairs (default budget_configs(8), the paper's seven). Row per config: targets, r, alpha,
+    scale (= α/r: it differs between configurations), trainable, seeds, accuracies, mean, min, max, and the
+    paper's WikiSQL / MultiNLI accuracy for that column.
     """
-    configs = budget_configs(budget_rank) if configs is None else [(targets_tuple(t), r) for t, r in configs]
+    configs = budget_configs(8) if configs is None else [(targets_tuple(t), check_int(r, "r")) for t, r in configs]
     if not configs:
         raise ValueError("configs must not be empty")
-    rows = []
-    bar = _bar(len(configs), "Table 5 configs", progress)
-    for targets, r in configs:
-        _, row = finetune(task, "lora", targets, r, alpha, steps, lr, seed, device=device,
-                          progress=False, measure=False, eval_examples=eval_examples)
-        keep = ("targets", "r", "trainable", "accuracy", "step_ms", "final_loss")
-        rows.append({k: row[k] for k in keep} | _paper5(targets))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return rows
+    return _cells(lab, [({"targets": t, "r": r, "alpha": alpha} | _paper5(t),
+                         {"task": task, "targets": t, "r": r, "alpha": alpha, "seeds": tuple(seeds)})
+                        for t, r in configs], "Table 5 runs", progress)
 
 
-def rank_sweep(task="reverse", ranks=PAPER_RANKS, target_sets=(("q_proj",), ("q_proj", "v_proj")),
-               steps: int = 300, alpha: float = 8, lr: float = 1e-2, seeds=(0,), device=None,
-               progress: bool = True, eval_examples: int = 512) -> list[dict]:
-    """Table 6 analogue: accuracy for each rank and target set (alpha fixed, as the paper did).
+def table6(lab: Lab, task="plus3", seeds=(0, 1, 2), ranks=PAPER_RANKS, target_sets=(Q, QV), alpha: float = 8.0,
+           progress: bool = True) -> list[dict]:
+    """Table 6 analogue: accuracy for each target set and rank, α fixed (as the paper did), over `seeds`.
 
-    Every cell is trained once per seed in `seeds`. Each row: targets, r, trainable, accuracy (mean over
-    seeds), acc_min, acc_max, accuracies (one per seed), and the paper's numbers for that cell if any.
+    Row per cell: targets, r, alpha, scale, trainable, seeds, accuracies, mean, min, max, paper's numbers if any.
     """
     ranks = tuple(ranks)
     if not ranks:
@@ -294,31 +457,39 @@ def rank_sweep(task="reverse", ranks=PAPER_RANKS, target_sets=(("q_proj",), ("q_
     target_sets = [targets_tuple(t) for t in target_sets]
     if not target_sets:
         raise ValueError("target_sets must not be empty")
-    if isinstance(seeds, int):
-        seeds = (seeds,)
-    seeds = tuple(seeds)
-    if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
-        raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
+    return _cells(lab, [({"targets": t, "r": r, "alpha": alpha} | _paper6(t, r),
+                         {"task": task, "targets": t, "r": r, "alpha": alpha, "seeds": tuple(seeds)})
+                        for t in target_sets for r in ranks], "Table 6 runs", progress)
+
+
+def cell(rows: list[dict], **match) -> dict:
+    """The one row of a table whose fields equal `match` (targets may be given as a tuple of names)."""
+    if "targets" in match:
+        match["targets"] = targets_tuple(match["targets"])
+    found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    if len(found) != 1:
+        raise ValueError(f"{len(found)} rows match {match!r}; expected exactly one")
+    return found[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# what weight decay on A and B does to ΔW
+@torch.no_grad()
+def delta_summary(model: nn.Module) -> list[dict]:
+    """Per LoRA layer: ‖ΔW‖_F/‖W0‖_F, the share of ‖ΔW‖² in its top singular direction, how many singular values
+    exceed 1% of the largest, and the singular values of ΔW = (α/r)·B·A themselves."""
+    check_model(model)
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("model has no LoRA layers")
     rows = []
-    bar = _bar(len(ranks) * len(target_sets) * len(seeds), "Table 6 runs", progress)
-    for targets in target_sets:
-        for r in ranks:
-            accs = []
-            for seed in seeds:
-                _, row = finetune(task, "lora", targets, r, alpha, steps, lr, seed, device=device,
-                                  progress=False, measure=False, eval_examples=eval_examples)
-                accs.append(row["accuracy"])
-                if bar is not None:
-                    bar.update(1)
-            out = {"targets": targets, "r": r, "trainable": row["trainable"], "accuracy": sum(accs) / len(accs),
-                   "acc_min": min(accs), "acc_max": max(accs), "accuracies": accs}
-            paper = PAPER_TABLE6.get(targets)
-            if paper is not None and r in PAPER_RANKS:
-                i = PAPER_RANKS.index(r)
-                out |= {"paper_WikiSQL": paper["WikiSQL"][i], "paper_MultiNLI": paper["MultiNLI"][i]}
-            rows.append(out)
-    if bar is not None:
-        bar.close()
+    for name, layer in layers.items():
+        s = torch.linalg.svdvals(layer.delta_weight().detach().double().cpu())
+        energy = float((s ** 2).sum())
+        w0 = float(torch.linalg.matrix_norm(layer.base.weight.detach().double()))
+        rows.append({"layer": name, "rel_norm": float(energy ** 0.5) / w0,
+                     "top1_share": float(s[0] ** 2) / energy if energy > 0 else float("nan"),
+                     "rank_1pct": int((s > 0.01 * s[0]).sum()) if energy > 0 else 0, "singular_values": s.tolist()})
     return rows
 
 
@@ -331,23 +502,51 @@ def target_label(targets) -> str:
 def _short(targets) -> str:
     if isinstance(targets, str):
         targets = (targets,)
+    if tuple(targets) == ATTENTION_TARGETS:
+        return "all four"
     return "+".join("W" + t.replace("_proj", "") for t in targets)
 
 
-def plot_loss_curves(rows: list[dict], title: str = "Training loss"):
-    """Loss per step (smoothed) of fine-tune runs (rows from finetune, with their history)."""
-    if not rows:
-        raise ValueError("rows must not be empty")
+def plot_seed_tables(tables: dict[str, list[dict]], title: str = "Whole-answer accuracy, one dot per seed"):
+    """Each configuration's accuracy per task (rows from seed_table): a dot per run, a bar at the mean."""
+    if not tables or not all(tables.values()):
+        raise ValueError("tables must map labels to non-empty lists of rows")
+    tasks = list(dict.fromkeys(r["task"] for rows in tables.values() for r in rows))
+    fig, ax = figure(1, 1, width=1.6 + 1.9 * len(tasks), height=3.2)
+    w = 0.8 / len(tables)
+    for j, (label, rows) in enumerate(tables.items()):
+        color = f"C{j}"
+        for r in rows:
+            x = tasks.index(r["task"]) + (j - (len(tables) - 1) / 2) * w
+            ax.bar(x, r["mean"], w * 0.9, color=color, alpha=0.35, label=label if r is rows[0] else None)
+            ax.plot([x] * len(r["accuracies"]), r["accuracies"], "o", color=color, ms=4)
+            ax.text(x, r["mean"] + 0.03, f"{r['mean']:.2f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels(tasks)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("whole answers right")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_loss_curves(rows: list[dict], labels: list[str], title: str = "Training loss",
+                     chance: float | None = None):
+    """Loss per step (smoothed) of runs (rows with a history); `chance` draws ln(10), a guess among 10 digits."""
+    if not rows or len(rows) != len(labels):
+        raise ValueError("rows must be non-empty and labels must name each row")
     fig, ax = figure(1, 1, width=6, height=3.2)
-    for r in rows:
+    for i, (r, label) in enumerate(zip(rows, labels)):
         h = r["history"]
-        label = "full fine-tuning" if r["method"] == "full" else f"LoRA {_short(r['targets'])}, r={r['r']}"
-        ax.plot(h["step"], smooth(h["loss"]), label=label, color=COLORS.get(r["method"]))
+        ax.plot(h["step"], smooth(h["loss"]), label=label, color=f"C{i}")
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls=":", lw=1)
+        ax.text(0, chance * 1.15, "chance (ln 10)", color="gray", fontsize=8)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (smoothed)")
-    ax.legend()
-    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -357,6 +556,8 @@ def plot_cost_comparison(lora: dict, full: dict, title: str = "What LoRA saves o
              ("weights+grads\n+optimizer", "total_bytes"), ("checkpoint\non disk", "checkpoint_bytes"),
              ("time per\ntraining step", "step_ms")]
     items = [(lbl, k) for lbl, k in items if k in lora and k in full]
+    if not items:
+        raise ValueError("lora and full share no cost (rows from nb05.costs)")
     ratios = [full[k] / lora[k] for _, k in items]
     fig, ax = figure(1, 1, width=7, height=3.4)
     bars = ax.bar([lbl for lbl, _ in items], ratios, color=["#c44e52" if x >= 1 else "#8c8c8c" for x in ratios])
@@ -370,76 +571,96 @@ def plot_cost_comparison(lora: dict, full: dict, title: str = "What LoRA saves o
     return fig
 
 
-def plot_target_budget(results, title: str = "Same parameter budget, different weight types (Table 5)"):
-    """Ours (toy accuracy per task) next to the paper's WikiSQL / MultiNLI accuracy for each target set.
+def _errorbars(ax, xs, rows, **kw):
+    ys = [r["mean"] for r in rows]
+    err = [[y - r["min"] for y, r in zip(ys, rows)], [r["max"] - y for y, r in zip(ys, rows)]]
+    return ax.errorbar(xs, ys, yerr=err, capsize=3, **kw)
 
-    `results` is {task name: rows from compare_targets} (or a single list of rows).
-    """
-    if isinstance(results, list):
-        results = {"toy": results}
-    if not results or not all(results.values()):
-        raise ValueError("results must hold at least one non-empty list of rows")
-    rows = next(iter(results.values()))
-    labels = [f"{'all four' if len(r['targets']) == 4 else _short(r['targets'])}\nr={r['r']}" for r in rows]
-    fig, (a1, a2) = figure(2, 1, width=6, height=3.8)
-    w = 0.8 / len(results)
-    for j, (task, rs) in enumerate(results.items()):
-        xs = [i + (j - (len(results) - 1) / 2) * w for i in range(len(rs))]
-        a1.bar(xs, [r["accuracy"] for r in rs], w, label=task)
-        for x, r in zip(xs, rs):
-            a1.text(x, r["accuracy"] + 0.01, f"{r['accuracy']:.2f}", ha="center", fontsize=7)
-    a1.set_ylabel("token accuracy")
-    a1.set_title(f"toy ({rows[0]['trainable']:,} trainable parameters each)", fontsize=10)
+
+def plot_target_budget(rows: list[dict], task: str = "plus3",
+                       title: str = "Same parameter budget, different weight types (Table 5)"):
+    """Ours (mean and min–max over seeds, α/r under each label) above the paper's WikiSQL / MultiNLI accuracy."""
+    if not rows:
+        raise ValueError("rows must not be empty")
+    labels = [f"{_short(r['targets'])}\nr={r['r']}, α/r={r['scale']:g}" for r in rows]
+    fig, (a1, a2) = figure(1, 2, width=7.5, height=2.9)
+    xs = range(len(rows))
+    a1.bar(xs, [r["mean"] for r in rows], 0.6, color="C0", alpha=0.35)
+    _errorbars(a1, xs, rows, fmt="none", color="C0")
+    for x, r in zip(xs, rows):
+        a1.plot([x] * len(r["accuracies"]), r["accuracies"], "o", color="C0", ms=3)
+        a1.text(x + 0.32, r["mean"], f"{r['mean']:.2f}", va="center", fontsize=7)
+    a1.set_ylabel("whole answers right")
+    a1.set_title(f"toy, {task}: {rows[0]['trainable']:,} trainable parameters each, "
+                 f"{len(rows[0]['seeds'])} seed(s)", fontsize=10)
     a1.set_ylim(0, 1.1)
-    a1.legend(fontsize=8)
-    xs = [i for i, r in enumerate(rows) if "paper_WikiSQL" in r]
-    if xs:
-        w = 0.4
-        a2.bar([x - w / 2 for x in xs], [rows[x]["paper_WikiSQL"] for x in xs], w, label="WikiSQL")
-        a2.bar([x + w / 2 for x in xs], [rows[x]["paper_MultiNLI"] for x in xs], w, label="MultiNLI")
+    px = [i for i, r in enumerate(rows) if "paper_WikiSQL" in r]
+    if px:
+        a2.bar([x - 0.2 for x in px], [rows[x]["paper_WikiSQL"] for x in px], 0.4, label="WikiSQL")
+        a2.bar([x + 0.2 for x in px], [rows[x]["paper_MultiNLI"] for x in px], 0.4, label="MultiNLI")
         a2.set_ylim(65, 100)
         a2.legend(fontsize=8, loc="upper center", ncol=2)
     a2.set_ylabel("accuracy (%)")
-    a2.set_title("paper, GPT-3 175B (18M parameters each)", fontsize=10)
+    a2.set_title("paper, GPT-3 175B (18M trainable parameters each)", fontsize=10)
     for ax in (a1, a2):
-        ax.set_xticks(range(len(rows)))
+        ax.set_xticks(list(xs))
         ax.set_xticklabels(labels)
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(title)
     return fig
 
 
-def plot_rank_sweep(rows: list[dict], title: str = "Accuracy versus rank r (Table 6)"):
-    """Accuracy against r (log scale) for each target set: ours left, the paper's WikiSQL right."""
+def plot_rank_sweep(rows: list[dict], task: str = "plus3", title: str = "Accuracy versus rank r (Table 6)"):
+    """Accuracy against r (log scale) per target set: ours (mean, min–max, seeds as dots) left, the paper's right."""
     if not rows:
         raise ValueError("rows must not be empty")
-    fig, (a1, a2) = figure(2, 1, width=5, height=3.5)
+    fig, (a1, a2) = figure(2, 1, width=4.6, height=3.4)
     groups: dict = {}
     for r in rows:
         groups.setdefault(tuple(r["targets"]), []).append(r)
-    for t, rs in groups.items():
+    for i, (t, rs) in enumerate(groups.items()):
         rs = sorted(rs, key=lambda x: x["r"])
-        xs, ys = [x["r"] for x in rs], [x["accuracy"] for x in rs]
-        if all("acc_min" in x for x in rs):
-            err = [[y - x["acc_min"] for x, y in zip(rs, ys)], [x["acc_max"] - y for x, y in zip(rs, ys)]]
-            a1.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=f"{_short(t)} (mean, min–max over seeds)")
-        else:
-            a1.plot(xs, ys, "o-", label=_short(t))
+        xs = [x["r"] for x in rs]
+        _errorbars(a1, xs, rs, fmt="o-", color=f"C{i}", label=f"{_short(t)}")
+        for x in rs:
+            a1.plot([x["r"]] * len(x["accuracies"]), x["accuracies"], ".", color=f"C{i}", alpha=0.6)
         paper = [x for x in rs if "paper_WikiSQL" in x]
         if paper:
-            a2.plot([x["r"] for x in paper], [x["paper_WikiSQL"] for x in paper], "o-", label=_short(t))
+            a2.plot([x["r"] for x in paper], [x["paper_WikiSQL"] for x in paper], "o-", color=f"C{i}",
+                    label=_short(t))
     ranks = sorted({r["r"] for r in rows})
     for ax in (a1, a2):
         ax.set_xscale("log", base=2)
         ax.set_xticks(ranks)
         ax.set_xticklabels([str(r) for r in ranks])
         ax.minorticks_off()
-        ax.set_xlabel("rank r")
+        ax.set_xlabel("rank r (α fixed at 8)")
         ax.legend(fontsize=8)
-    a1.set_ylabel("token accuracy (toy)")
+    a1.set_ylabel("whole answers right")
     a1.set_ylim(0, 1.05)
+    a1.set_title(f"toy, {task}: mean, min–max and each seed ({len(rows[0]['seeds'])})", fontsize=10)
     a2.set_ylabel("WikiSQL accuracy (%)")
     a2.set_title("paper, GPT-3 175B", fontsize=10)
-    a1.set_title("toy", fontsize=10)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_delta_spectra(summaries: dict[str, list[dict]], title: str = "Singular values of ΔW = (α/r)·B·A"):
+    """Each LoRA layer's singular values of ΔW (divided by the largest) for each run in `summaries`
+    ({label: delta_summary(model)}): one panel per run, one line per layer."""
+    if not summaries or not all(summaries.values()):
+        raise ValueError("summaries must map labels to non-empty delta_summary rows")
+    fig, axes = figure(len(summaries), 1, width=4.2, height=3.0, sharey=True)
+    axes = axes if len(summaries) > 1 else [axes]
+    for ax, (label, rows) in zip(axes, summaries.items()):
+        for i, r in enumerate(rows):
+            s = torch.tensor(r["singular_values"])
+            ax.semilogy(range(1, len(s) + 1), (s / s[0]).clamp_min(1e-8), ".-", ms=3, color=f"C{i}",
+                        label=r["layer"].replace("blocks.", "b").replace(".attn", "").replace("_proj", ""))
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("index i of σᵢ")
+        ax.set_ylim(1e-8, 2)
+    axes[0].set_ylabel("σᵢ / σ₁ (floored at 1e-8)")
+    axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle(title)
     return fig

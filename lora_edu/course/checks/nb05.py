@@ -11,7 +11,7 @@ from ...model import ToyConfig, ToyTransformer
 from ...runtime import pick
 from .feedback import Exercises, fail, judge_prediction, not_answered, ok, read_number
 
-__all__ = ["ex1", "ex2", "ex3", "hint", "EX2_TARGETS", "EX2_R", "EX3_TARGETS"]
+__all__ = ["ex1", "ex2", "ex3", "hint", "EX2_TARGETS", "EX2_R", "EX3_TARGETS", "EX3_TASK"]
 
 EX = Exercises("nb05", hints={
     1: ["Full fine-tuning trains every parameter of the model: embeddings, attention, MLP, norms and head.",
@@ -24,13 +24,22 @@ EX = Exercises("nb05", hints={
         "Count LoRA's trainable parameters for these targets and this r (mind the shape of down_proj), then "
         "multiply by moments and bytes."],
     3: ["nb05.finetune returns (model, row); pass both to the check.",
-        "Use the task, the steps and the evaluation set of Table 5 (TASK, TABLE_STEPS, EVAL) so the rows compare.",
+        "Use Table 5's task and the notebook's budget (\"plus3\", STEPS, eval_examples=EVAL) so the rows compare.",
         "targets=EX3_TARGETS and r=2; nb05.finetune starts from a fresh pretrained model by itself."],
 })
 hint = EX.hint
 
 EX2_TARGETS, EX2_R = ("k_proj", "down_proj"), 6
 EX3_TARGETS = ("up_proj", "down_proj")
+EX3_TASK = "plus3"
+
+
+def _ex3_steps() -> int:
+    return pick(300, 60)  # the notebook's STEPS
+
+
+def _ex3_evals() -> set[int]:
+    return {pick(512, 256), 512, 256}  # the notebook's EVAL, in either mode
 
 
 def _total_params() -> int:
@@ -141,15 +150,15 @@ def _fail_row(row) -> str | None:
         return f"this row lacks {sorted(need - set(row))}: pass the row that nb05.finetune returned, unchanged."
     if row["method"] != "lora":
         return f"method is {row['method']!r}; the exercise asks for a LoRA fine-tune."
-    if row["task"] != "reverse":
-        return f"this run trained on {row['task']!r}; the exercise compares with Table 5's 'reverse'."
+    if row["task"] != EX3_TASK:
+        return f"this run trained on {row['task']!r}; the exercise compares with Table 5's {EX3_TASK!r}."
     if set(row["targets"] or ()) != set(EX3_TARGETS):
         return f"targets are {tuple(row['targets'])}; adapt the MLP matrices up_proj and down_proj."
     if row["r"] != 2:
         return f"r is {row['r']}; use r = 2."
-    steps = pick(200, 20)
+    steps = _ex3_steps()
     if row["steps"] != steps:
-        return f"this run trained {row['steps']} steps; use TABLE_STEPS (here {steps}) so it compares with Table 5."
+        return f"this run trained {row['steps']} steps; use STEPS (here {steps}) so it compares with Table 5."
     if len(row["history"].get("loss", ())) != steps:
         return "this row's training history does not match its step count: pass the row of a real run."
     return None
@@ -160,7 +169,7 @@ def ex3(model=None, row=None) -> bool:
     """A LoRA fine-tune of a fresh model on the MLP (up_proj, down_proj), r = 2, Table 5's task and steps."""
     from ...inject import lora_layers
     from ...pretrained import load_pretrained
-    from ...train import evaluate
+    from ..nb05 import exact_accuracy
 
     if model is None and row is None:
         return not_answered("run nb05.finetune for the MLP, keep both values it returns (model, row) and pass "
@@ -190,10 +199,10 @@ def ex3(model=None, row=None) -> bool:
                         "pretrained model (nb05.finetune does that when you do not pass model=).")
     if all(bool((m.B == 0).all()) for m in layers.values()):
         return fail("every B is still zero: this model was not trained.")
-    measured = {n: evaluate(model, "reverse", n) for n in sorted({pick(512, 128), 512, 128})}
+    measured = {n: exact_accuracy(model, EX3_TASK, n) for n in sorted(_ex3_evals())}
     if not any(math.isclose(a, row["accuracy"], abs_tol=1e-9) for a in measured.values()):
-        return fail("the accuracy in the row is not what this model scores on reverse: pass the model and the row "
-                    "of the same nb05.finetune call.")
-    return ok(f"LoRA on the MLP with {expected:,} parameters reached accuracy {row['accuracy']:.2f} on reverse. The "
-              "paper adapted only attention (§4.2) and left the MLP to future work. Compare with Table 5's rows — "
-              "but mind the budget: it is not the same number of parameters.")
+        return fail(f"the accuracy in the row is not what this model scores on {EX3_TASK}: pass the model and the "
+                    "row of the same nb05.finetune call.")
+    return ok(f"LoRA on the MLP with {expected:,} parameters got {row['accuracy']:.3f} of whole answers right on "
+              f"{EX3_TASK}. The paper adapted only attention (§4.2) and left the MLP to future work. Compare with "
+              "Table 5's rows — but mind the budget: it is not the same number of parameters.")
