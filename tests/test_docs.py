@@ -100,7 +100,7 @@ def test_pretrain_writes_to_build_unless_asked(tmp_path):
     written = tmp_path / "build" / "toy_pretrained.safetensors"
     assert written.is_file() and CHECKPOINT.read_bytes() == shipped
     diff = float(re.search(r"largest difference from the shipped tensors: (\S+)", out.stdout).group(1))
-    assert diff > 0  # 3 steps are not the 1,500-step recipe
+    assert diff > 0  # 3 steps are not the 5,000-step recipe
     assert pretrained_info(written)["lora_edu_recipe"]["steps"] == 3
     assert load_pretrained("cpu", path=written).cfg == load_pretrained("cpu").cfg
     both = subprocess.run([sys.executable, "-m", "lora_edu.pretrain", "--out", "x", "--replace-shipped"],
