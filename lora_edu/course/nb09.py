@@ -35,7 +35,10 @@ STEPS_RANGE = (10, 1000)
 MAX_STEPS = 100_000
 
 
-DEFAULTS = {"task": "reverse", "targets": ("q_proj", "v_proj"), "r": 4, "alpha": 8.0, "lr": 1e-2, "steps": 300}
+HOT = ("plus3", ("q_proj", "v_proj"), 1, ALPHA_RANGE[1], LR_RANGE[1])  # the sliders' hottest corner: α/r = 128
+
+
+DEFAULTS = {"task": "plus3", "targets": ("q_proj", "v_proj"), "r": 4, "alpha": 8.0, "lr": 1e-2, "steps": 300}
 
 
 CHANCE_LOSS = math.log(N_SYMBOLS)  # ln 10: the loss of a model that guesses each answer digit uniformly
@@ -44,29 +47,39 @@ CHANCE_LOSS = math.log(N_SYMBOLS)  # ln 10: the loss of a model that guesses eac
 TAIL = 0.1  # a run's final loss is the mean over its last 10 % of steps (one step's loss is noisy)
 
 
+DIP = 10  # "had learned" = some window of DIP consecutive steps (640 examples) averaged below LEARNED × ln 10
+
+
 CHANCE_BAND = (0.98, 1.15)  # "at chance" = final loss within 0.98–1.15 × ln 10 (a collapsed run hovers there)
 
 
-LEARNED = 0.9  # "collapsed" = the loss had been below 90 % of ln 10 (averaged over TAIL of the steps) before
+LEARNED = 0.9  # "collapsed" / "diverged" need the loss to have been below 90 % of ln 10 on the way
 
 
 STATUS_TEXT = {"ok": "", "diverged": "diverged", "collapsed": "collapsed to chance", "at chance": "stuck at chance",
-               "above chance": "worse than chance", "no gain": "no better than the pretrained model"}
+               "above chance": "still worse than chance", "no gain": "no better than the pretrained model"}
+
+
+FAILED = tuple(k for k in STATUS_TEXT if k != "ok")
 
 
 ADVICE = {"diverged": "lower the learning rate or α", "collapsed": "lower the learning rate or α",
-          "at chance": "add steps — or, if the learning rate or α is high, lower them",
-          "above chance": "lower the learning rate or α — or add steps if the loss is still falling",
+          "at chance": "add steps",
+          "above chance": "add steps if the loss is still falling — or lower the learning rate or α",
           "no gain": "add steps or raise the learning rate"}
 
 
 def run_status(loss, accuracy: float, base_accuracy: float) -> tuple[str, str]:
     """(status, reason) of a finished run, from its loss curve and its final and pretrained accuracies.
 
-    "diverged": a loss or the accuracy is not finite. A final loss (mean of the last TAIL of steps) inside
-    CHANCE_BAND × ln 10 means the model guesses the answer digit (near) uniformly: "collapsed" if the loss had
-    been clearly lower on the way (some window of TAIL steps below LEARNED × ln 10), else "at chance" (never
-    learned, or lost it at once: the curve cannot tell). Above the band: "above chance", confidently wrong.
+    final = mean loss of the last TAIL of the steps; lowest = the lowest mean over DIP consecutive steps.
+    "diverged": a loss or the accuracy is not finite, or the run blew up — final above the chance band
+    (CHANCE_BAND × ln 10) although the loss had been at chance or below on the way (lowest inside or under the
+    band). Final inside the band (the model guesses the answer digit about uniformly): "collapsed" if the loss
+    had been clearly lower (lowest < LEARNED × ln 10) or the accuracy ended at or below the pretrained model's
+    (what it knew is gone), else "at chance" (on its way down, not past chance yet). Final above the band
+    and never down to it: "above chance" (not past chance yet, e.g. too few steps — the pretrained model starts
+    far above chance on a task it answers with the wrong rule).
     "no gain": the accuracy is at or below the pretrained model's; "ok" otherwise (reason "").
     """
     loss = [float(v) for v in loss]
@@ -74,41 +87,55 @@ def run_status(loss, accuracy: float, base_accuracy: float) -> tuple[str, str]:
         raise ValueError("loss must hold at least one value")
     if not all(math.isfinite(v) for v in loss) or not math.isfinite(accuracy):
         return "diverged", "the loss became NaN/inf"
-    n = max(1, round(TAIL * len(loss)))
+    n, w = max(1, round(TAIL * len(loss))), min(DIP, len(loss))
     final = sum(loss[-n:]) / n
-    lowest = min(sum(loss[i:i + n]) / n for i in range(len(loss) - n + 1))
+    lowest = min(sum(loss[i:i + w]) / w for i in range(len(loss) - w + 1))
+    learned = lowest < LEARNED * CHANCE_LOSS
     chance = f"ln {N_SYMBOLS} = {CHANCE_LOSS:.2f}, the loss of guessing a digit at random"
+    was = (f"it had been down to {lowest:.2f}" if learned else f"it was never clearly below (lowest {lowest:.2f})")
     if final >= CHANCE_BAND[1] * CHANCE_LOSS:
-        return "above chance", f"final loss {final:.2f} > {CHANCE_BAND[1]:g} × {chance}"
+        if lowest < CHANCE_BAND[1] * CHANCE_LOSS:
+            return "diverged", (f"final loss {final:.2f} > {CHANCE_BAND[1]:g} × {chance}, after it had been down to "
+                                f"{lowest:.2f}: the loss blew up")
+        return "above chance", f"final loss {final:.2f} > {CHANCE_BAND[1]:g} × {chance}; lowest {lowest:.2f}"
     if final >= CHANCE_BAND[0] * CHANCE_LOSS:
-        was = (f"it had been down to {lowest:.2f}" if lowest < LEARNED * CHANCE_LOSS else
-               f"it was never clearly below (lowest {lowest:.2f})")
-        return ("collapsed" if lowest < LEARNED * CHANCE_LOSS else "at chance",
+        lost = accuracy <= base_accuracy
+        if lost and not learned:
+            was += f", and its accuracy {accuracy:.3f} is at or below the pretrained model's {base_accuracy:.3f}"
+        return ("collapsed" if learned or lost else "at chance",
                 f"final loss {final:.2f}, within {CHANCE_BAND[0]:g}–{CHANCE_BAND[1]:g} × {chance}; {was}")
     if accuracy <= base_accuracy:
         return "no gain", f"accuracy {accuracy:.3f} ≤ the pretrained model's {base_accuracy:.3f}"
     return "ok", ""
 
 
-def rank_comparison(runs, tol: float = 0.05) -> str:
-    """One sentence comparing the smallest and largest r among runs whose other settings are all equal (the first
-    such group); "matches" means final accuracies within `tol`. Rendered from the runs, never assumed."""
+def rank_comparison(runs, tol: float = 0.02) -> dict | None:
+    """The smallest against the largest r among runs whose other settings are all equal (the first such group),
+    seed by seed: whole-answer accuracies of the seeds both ranks ran. None if no two runs differ only in r.
+
+    Keys: task, targets, alpha, lr, steps, lo_r, hi_r, seeds, lo, hi (lists, one per seed), gap (mean hi − mean
+    lo), failed (labels of failed runs among them), matches (|gap| ≤ tol, every run ok, ≥ 3 seeds), tol.
+    """
     groups = {}
     for run in runs:
-        groups.setdefault((run.task, run.targets, run.alpha, run.lr, run.steps), []).append(run)
-    for (task, targets, alpha, lr, steps), rs in groups.items():
-        if len({run.r for run in rs}) < 2:
+        key = (run.task, run.targets, run.alpha, run.lr, run.steps)
+        groups.setdefault(key, {}).setdefault(run.r, {})[run.seed] = run
+    for (task, targets, alpha, lr, steps), by_r in groups.items():
+        if len(by_r) < 2:
             continue
-        lo, hi = min(rs, key=lambda run: run.r), max(rs, key=lambda run: run.r)
-        failed = [f"r = {run.r} {STATUS_TEXT[run.status[0]]}" for run in (lo, hi) if run.status[0] != "ok"]
-        gap = hi.accuracy - lo.accuracy
-        how = (f"matches it within {tol:g}" if abs(gap) <= tol else
-               f"falls short by {gap:.3f}" if gap > 0 else f"beats it by {-gap:.3f}")
-        return (f"On {task} ({_short(targets)}, α = {alpha:g}, lr {lr:.0e}, {steps} steps, one seed): r = {lo.r} "
-                f"reaches {lo.accuracy:.3f}, r = {hi.r} {hi.accuracy:.3f} — "
-                + (f"but {' and '.join(failed)}: too early to compare ranks." if failed
-                   else f"the small rank {how} here."))
-    return "No two runs differ only in r yet."
+        lo_r, hi_r = min(by_r), max(by_r)
+        seeds = sorted(set(by_r[lo_r]) & set(by_r[hi_r]))
+        if not seeds:
+            continue
+        pairs = [(by_r[lo_r][s], by_r[hi_r][s]) for s in seeds]
+        lo, hi = [a.exact for a, _ in pairs], [b.exact for _, b in pairs]
+        failed = [f"r = {run.r} (seed {run.seed}) {STATUS_TEXT[run.status[0]]}"
+                  for pair in pairs for run in pair if run.status[0] != "ok"]
+        gap = sum(hi) / len(hi) - sum(lo) / len(lo)
+        return {"task": task, "targets": targets, "alpha": alpha, "lr": lr, "steps": steps, "lo_r": lo_r,
+                "hi_r": hi_r, "seeds": seeds, "lo": lo, "hi": hi, "gap": gap, "failed": failed, "tol": tol,
+                "matches": abs(gap) <= tol and not failed and len(seeds) >= 3}
+    return None
 
 
 def _short(targets) -> str:
@@ -142,15 +169,18 @@ class Run:
     eval_accuracy: list = field(repr=False)
     spectra: dict = field(repr=False)  # {layer name: singular values of ΔW (list of floats, [] if not finite)}
     diverged: bool = False
+    seed: int = 0  # A's random init and the order of the batches
+    exact: float = math.nan  # final whole-answer accuracy: every answer digit right
 
     @property
     def status(self) -> tuple[str, str]:
-        """run_status of this run: ("ok" | "diverged" | "collapsed" | "no gain", reason)."""
+        """run_status of this run: (one of STATUS_TEXT's keys, reason)."""
         return run_status(self.loss, self.accuracy, self.eval_accuracy[0])
 
     @property
     def label(self) -> str:
-        return f"#{self.id} {self.task} {_short(self.targets)} r={self.r} α={self.alpha:g} lr={self.lr:.0e}"
+        return (f"#{self.id} {self.task} {_short(self.targets)} r={self.r} α={self.alpha:g} lr={self.lr:.0e} "
+                f"seed {self.seed}")
 
     def effective_ranks(self, fraction: float = 0.9) -> dict[str, int]:
         """{layer: number of singular directions of ΔW holding `fraction` of ‖ΔW‖_F²} (0 if ΔW is 0 or diverged)."""
@@ -163,7 +193,7 @@ class Run:
             "run": self.id, "task": self.task, "targets": _short(self.targets), "r": self.r,
             "alpha": self.alpha, "lr": self.lr, "steps": self.steps, "trainable": self.trainable,
             "trainable %": percent_of_pretrained(self.trainable, self.total - self.trainable),  # total: with LoRA
-            "final accuracy": self.accuracy,
+            "seed": self.seed, "final accuracy": self.accuracy, "whole answers": self.exact,
             "time (s)": self.seconds, "note": ": ".join(filter(None, (STATUS_TEXT[self.status[0]], self.status[1]))),
         }
 
@@ -171,9 +201,10 @@ class Run:
 class RankLab:
     """State of the rank lab: every run kept in `runs`; callbacks `run_training`, `on_train`, `clear`.
 
-    Each run starts from the same pretrained model with the same seed, so runs differ only in the
-    settings you changed. On the CPU, runs use `threads` torch threads (None: torch's setting; see
-    `common.cpu_threads` for why 1 is the default).
+    Each run starts from the same pretrained model with the same seed (`seed`, unless a run asks for another),
+    so runs differ only in the settings you changed. Runs use the course's LoRA recipe (common.train_lora: AdamW
+    with weight decay 1.0 on A and B) with the lab's r, α, learning rate and steps. On the CPU, runs use
+    `threads` torch threads (None: torch's setting; see `common.cpu_threads` for why 1 is the default).
     """
 
     def __init__(self, device=None, seed: int = 0, batch_size: int = 64, eval_examples: int = 256,
@@ -237,9 +268,13 @@ class RankLab:
             raise ValueError(f"targets: unknown matrix {bad[0]!r}; choose from {TARGETS}")
         return tuple(t for t in TARGETS if t in targets)  # canonical order, no duplicates
 
-    def validate(self, task, targets, r, alpha, lr, steps) -> dict:
-        """The settings, checked and normalised; raises ValueError/TypeError naming the bad control."""
-        task = get_task(task).name
+    def validate(self, task, targets, r, alpha, lr, steps, seed=None) -> dict:
+        """The settings, checked and normalised; raises ValueError/TypeError naming the bad control.
+
+        seed None means the lab's own seed."""
+        if task not in DOWNSTREAM_TASKS:
+            get_task(task)  # a wrong type or an unknown name: get_task's own TypeError / ValueError
+            raise ValueError(f"task must be a downstream task {DOWNSTREAM_TASKS}, got {task!r}")
         targets = self._check_targets(targets)
         if isinstance(r, bool) or not isinstance(r, int):
             raise TypeError(f"r must be an int, got {type(r).__name__} {r!r}")
@@ -255,16 +290,21 @@ class RankLab:
             raise TypeError(f"steps must be an int, got {type(steps).__name__} {steps!r}")
         if not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-        return {"task": task, "targets": targets, "r": r, "alpha": float(alpha), "lr": float(lr), "steps": steps}
+        seed = self.seed if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an int ≥ 0 or None, got {seed!r}")
+        return {"task": task, "targets": targets, "r": r, "alpha": float(alpha), "lr": float(lr), "steps": steps,
+                "seed": seed}
 
     # -- callbacks ------------------------------------------------------------------------------
-    def run_training(self, task, targets, r, alpha, lr, steps, progress=None) -> Run:
+    def run_training(self, task, targets, r, alpha, lr, steps, progress=None, seed=None) -> Run:
         """Fine-tune a fresh copy of the pretrained model with LoRA and append the run to `runs`.
 
-        progress(step, steps, loss) is called after every step (e.g. to move a progress bar).
+        progress(step, steps, loss) is called after every step (e.g. to move a progress bar). seed: A's init and
+        the batches' order (None: the lab's seed) — the same settings with three seeds are three independent runs.
         Bad settings raise ValueError/TypeError before anything is trained; `runs` is then unchanged.
         """
-        cfg = self.validate(task, targets, r, alpha, lr, steps)
+        cfg = self.validate(task, targets, r, alpha, lr, steps, seed)
         if progress is not None and not callable(progress):
             raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
         with cpu_threads(self.threads, self.device):
@@ -280,7 +320,7 @@ class RankLab:
 
         every = max(1, steps // self.n_evals)
         model, hist = train_lora(task, base=self.base_model(), targets=cfg["targets"], r=cfg["r"], alpha=cfg["alpha"],
-                                 lr=cfg["lr"], steps=steps, seed=self.seed, batch_size=self.batch_size,
+                                 lr=cfg["lr"], steps=steps, seed=cfg["seed"], batch_size=self.batch_size,
                                  eval_every=every if every < steps else None, eval_examples=self.eval_examples,
                                  progress=False, callback=callback)
         trainable, total = count_parameters(model)
@@ -295,19 +335,21 @@ class RankLab:
                   alpha=cfg["alpha"], lr=cfg["lr"], steps=steps, accuracy=hist["accuracy"][-1],
                   seconds=hist["seconds"], step=hist["step"], loss=hist["loss"],
                   eval_step=[0] + hist["eval_step"], eval_accuracy=[self._base_accuracy[task]] + hist["accuracy"],
-                  spectra=spectra, diverged=not finite)
+                  spectra=spectra, diverged=not finite, seed=cfg["seed"],
+                  exact=evaluate(model, task, self.eval_examples, metric="sequence"))
         self._next_id += 1
         self.runs.append(run)
         return run
 
-    def on_train(self, task, targets, r, alpha, lr, steps, progress=None) -> str:
+    def on_train(self, task, targets, r, alpha, lr, steps, progress=None, seed=None) -> str:
         """What the Train button does: run_training, but bad settings give a readable message, not an error."""
         try:
-            run = self.run_training(task, targets, r, alpha, lr, steps, progress)
+            run = self.run_training(task, targets, r, alpha, lr, steps, progress, seed)
         except (ValueError, TypeError) as e:
             return f"⚠️ {e}"
         status, reason = run.status
-        what = (f"final accuracy {run.accuracy:.3f} after {run.steps} steps in {run.seconds:.1f} s, "
+        what = (f"final accuracy {run.accuracy:.3f} (whole answers {run.exact:.3f}) after {run.steps} steps in "
+                f"{run.seconds:.1f} s, "
                 f"{run.trainable:,} trainable parameters")
         if status == "ok":
             return f"Run #{run.id} done: {what}."
@@ -328,12 +370,13 @@ class RankLab:
         rows = self.table_rows()
         if not rows:
             return "<i>No runs yet: choose settings and press Train.</i>"
-        head = ("run", "task", "targets", "r", "α", "lr", "steps", "trainable params (% of pretrained model)",
-                "final accuracy", "time", "note")
+        head = ("run", "task", "targets", "r", "α", "lr", "steps", "seed", "trainable params (% of pretrained model)",
+                "final accuracy (digits)", "whole answers", "time", "note")
         cells = []
         for row in rows:
             vals = (row["run"], row["task"], row["targets"], row["r"], f"{row['alpha']:g}", f"{row['lr']:.1e}",
-                    row["steps"], f"{row['trainable']:,} ({row['trainable %']:.2f} %)", f"{row['final accuracy']:.3f}",
+                    row["steps"], row["seed"], f"{row['trainable']:,} ({row['trainable %']:.2f} %)",
+                    f"{row['final accuracy']:.3f}", f"{row['whole answers']:.3f}",
                     f"{row['time (s)']:.1f} s", row["note"])
             warn = " style='background:#fff3cd'" if row["note"] else ""  # a failed run stands out
             cells.append(f"<tr{warn}>" + "".join(f"<td style='padding:2px 8px'>{html.escape(str(v))}</td>"
