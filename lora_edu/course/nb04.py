@@ -78,6 +78,7 @@ def plot_param_breakdown(table: list[dict], title: str = "Where the toy transfor
     ax.set_xscale("log")
     ax.set_xlabel("number of parameters (log scale)")
     ax.tick_params(axis="y", labelsize=6)
+    ax.set_ylim(-0.7, len(table) - 0.3)
     from matplotlib.patches import Rectangle
 
     handles = [Rectangle((0, 0), 1, 1, color=c) for g, c in colors.items() if any(r["group"] == g for r in table)]
