@@ -32,8 +32,9 @@ def test_ex1(capsys, model):
     assert run(capsys, check.ex1, total / lora)[0] and run(capsys, check.ex1, f"{total / lora:.1f}")[0]
     ok, out = run(capsys, check.ex1, None)
     assert not ok and out.startswith("⏳") and f"{total / lora:.0f}" not in out
+    n = le.ToyConfig().n_layer
     for wrong, says in [(lora / total, "full ÷ LoRA"), (total / (lora / 2), "half of LoRA's"),
-                        (4 * 2 * 64 * 64 / lora, "*every* parameter"), (2 * 64 * 64 / lora, "*every* parameter"),
+                        (4 * n * 64 * 64 / lora, "*every* parameter"), (n * 64 * 64 / lora, "*every* parameter"),
                         (3.0, "not the ratio"), ("big", "not the text")]:
         ok, out = run(capsys, check.ex1, wrong)
         assert not ok and says in out and f"{total / lora:.0f}×" not in out
@@ -44,7 +45,7 @@ def test_ex2_predict_then_explain(capsys, model):
     le.add_lora(m, check.EX2_TARGETS, r=check.EX2_R)
     measured = nb05.training_memory(m)["optimizer_bytes"]
     trainable = le.count_parameters(m)[0]
-    assert measured == 8 * trainable
+    assert measured == 8 * trainable == RIGHT2
     ok, out = run(capsys, check.ex2)
     assert not ok and out.startswith("⏳") and "Measured" not in out
     ok, out = run(capsys, check.ex2, measured)
@@ -52,13 +53,17 @@ def test_ex2_predict_then_explain(capsys, model):
     assert run(capsys, check.ex2, measured, "a")[0]
 
 
+N = le.ToyConfig().n_layer
+RIGHT2 = 8 * N * check.EX2_R * (64 + 64 + 64 + 256)  # bytes: k_proj (64×64) and down_proj (64 out × 256 in)
+
+
 def _wrong_predictions():
     cfg = le.ToyConfig()
-    p = 2 * check.EX2_R * (64 + 64 + 64 + 256)  # k_proj (64×64) and down_proj (64 out × 256 in), two blocks
+    p = N * check.EX2_R * (64 + 64 + 64 + 256)  # trainable parameters, every block
     total = sum(x.numel() for x in le.ToyTransformer(cfg).parameters())
     return [(4 * p, "half"), (2 * p, "number of values"), (16 * p, "twice too much"), (8 * total, "*every* parameter"),
-            (8 * 2 * check.EX2_R * 256, "not square"), (8 * 2 * check.EX2_R * (64 + 256), "one of the two factors"),
-            (8 * 2 * check.EX2_R * 128, "one of the two factors"), (1000, "count the trainable parameters first"),
+            (8 * N * check.EX2_R * 256, "not square"), (8 * N * check.EX2_R * (64 + 256), "one of the two factors"),
+            (8 * N * check.EX2_R * 128, "one of the two factors"), (1000, "count the trainable parameters first"),
             (2.5, "whole")]
 
 
@@ -71,7 +76,7 @@ def test_ex2_wrong_predictions(capsys, prediction, says):
 @pytest.mark.parametrize("why, says", [("b", "float32"), ("c", "not the gradients' size"),
                                        ("d", "plain AdamW"), ("", "not one of")])
 def test_ex2_wrong_explanations(capsys, why, says):
-    ok, out = run(capsys, check.ex2, 43008, why)
+    ok, out = run(capsys, check.ex2, RIGHT2, why)
     assert not ok and says in out
 
 
@@ -79,24 +84,23 @@ def test_ex2_wrong_explanations(capsys, why, says):
 def mlp_run():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LORA_EDU_FAST", "1")
-        return nb05.finetune("reverse", "lora", targets=check.EX3_TARGETS, r=2, alpha=8, steps=20,
-                             progress=False, measure=False, eval_examples=128, device="cpu")
+        return nb05.finetune("plus3", "lora", targets=check.EX3_TARGETS, r=2, alpha=8, steps=60,
+                             eval_examples=256, device="cpu")
 
 
 @pytest.fixture
 def fast(monkeypatch):
-    monkeypatch.setenv("LORA_EDU_FAST", "1")  # TABLE_STEPS = 20, EVAL = 128
+    monkeypatch.setenv("LORA_EDU_FAST", "1")  # STEPS = 60, EVAL = 256
 
 
 def test_ex3_right(capsys, fast, mlp_run):
     m, row = mlp_run
     ok, out = run(capsys, check.ex3, m, row)
-    assert ok and "2,560 parameters" in out
+    assert ok and f"{N * 2 * 2 * (64 + 256):,} parameters" in out
 
 
 def _short_other_task():
-    return nb05.finetune("increment", "lora", targets=check.EX3_TARGETS, r=2, steps=2, progress=False, measure=False,
-                         eval_examples=16, device="cpu")
+    return nb05.finetune("minus5", "lora", targets=check.EX3_TARGETS, r=2, steps=2, eval_examples=16, device="cpu")
 
 
 def _modified_base(m):
@@ -117,7 +121,7 @@ def _untrained(m):
 CASES3 = {
     "a hand-made dict": (lambda m, row: (m, {"method": "lora", "targets": check.EX3_TARGETS, "r": 2, "trainable": 2560,
                                              "accuracy": 0.5}), "lacks"),
-    "another task, 2 steps": (lambda m, row: _short_other_task(), "'increment'"),
+    "another task, 2 steps": (lambda m, row: _short_other_task(), "'minus5'"),
     "wrong step count": (lambda m, row: (m, dict(row, steps=7)), "7 steps"),
     "history does not match": (lambda m, row: (m, dict(row, history={"loss": [1.0]})), "history"),
     "attention targets": (lambda m, row: (m, dict(row, targets=("q_proj", "v_proj"))), "adapt the MLP"),
@@ -150,6 +154,6 @@ def test_ex3_unanswered(capsys):
 def test_never_raises(capsys, bad):
     assert_safe(capsys, check.ex1, bad)
     assert_safe(capsys, check.ex2, bad)
-    assert_safe(capsys, check.ex2, 43008, bad)
+    assert_safe(capsys, check.ex2, RIGHT2, bad)
     assert_safe(capsys, check.ex3, bad, bad)
     assert_safe(capsys, check.ex3, le.load_pretrained("cpu"), bad) if bad is not None else None
