@@ -101,7 +101,7 @@ def test_ex2_unanswered_gives_no_formula(capsys):
 
 @pytest.fixture(scope="module")
 def ref_and_x():
-    return le.load_pretrained("cpu"), le.get_task("copy").batch(4, torch.Generator().manual_seed(0))[0]
+    return le.load_pretrained("cpu"), le.get_task("plus3").batch(4, torch.Generator().manual_seed(0))[0]
 
 
 ALL4 = ("q_proj", "k_proj", "v_proj", "o_proj")

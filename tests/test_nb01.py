@@ -70,7 +70,7 @@ def test_weight_rank_figure_ends(svds, name):
 def test_weight_svds_cover_every_linear_and_cache(svds):
     assert set(svds.names) == set(le.linear_names(le.load_pretrained("cpu")))
     assert svds.get("lm_head") is svds.get("lm_head")
-    assert svds.get("lm_head").shape == (16, 64)
+    assert svds.get("lm_head").shape == (le.tasks.VOCAB_SIZE, 64)
     msg = nb01.weight_rank_figure(svds, "blocks.9.attn.q_proj", 3)
     assert isinstance(msg, str) and "lm_head" in msg
 
@@ -160,7 +160,7 @@ def test_builders_render_and_respond(hopper):
     wbox = nb01.weight_rank_widget(le.load_pretrained("cpu"), r=8)
     dd, s, wout = wbox.children
     dd.value = "lm_head"
-    assert s.max == 16 and s.value <= 16 and is_figure(wout.last_result)
+    assert s.max == le.tasks.VOCAB_SIZE and s.value <= le.tasks.VOCAB_SIZE and is_figure(wout.last_result)
     pbox = nb01.param_count_widget()
     pbox.children[2].value = 0  # r = 0: a message, not an exception
     assert isinstance(pbox.children[3].last_result, str)
@@ -190,3 +190,20 @@ def test_show_matrix_symmetric_limits():
     assert im.get_clim() == (-2.0, 2.0)
     im2 = nb01.show_matrix(ax, torch.tensor([[0.2, 1.0]]))
     assert im2.get_cmap().name == "gray"
+
+
+def test_eckart_young_competitors_never_beat_the_bound():
+    """Random, nudged and optimized rank-r competitors: none below √(Σ_{i>r} σ_i²); the optimizer reaches it."""
+    W = torch.randn(20, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    res = nb01.eckart_young_competitors(W, 3, n_random=20, n_perturbed=20, n_optimized=5, als_steps=60)
+    tol = 1e-9 * res["bound"]
+    assert abs(res["svd"] - res["bound"]) <= tol
+    assert [len(res[k]) for k in ("random", "perturbed", "optimized")] == [20, 20, 5]
+    assert min(res["random"] + res["perturbed"] + res["optimized"]) >= res["bound"] - tol
+    assert min(res["perturbed"]) > res["bound"]  # W_r is a strict local minimum here (distinct σ)
+    assert min(res["optimized"]) <= res["bound"] * (1 + 1e-6)  # alternating least squares finds the optimum
+    assert min(res["random"]) > 1.01 * res["bound"]  # a random row space is a poor guess
+    with pytest.raises(ValueError, match="r must be"):
+        nb01.eckart_young_competitors(W, 13)
+    with pytest.raises(ValueError, match="n_random"):
+        nb01.eckart_young_competitors(W, 2, n_random=-1)

@@ -87,3 +87,29 @@ def test_alpha_over_r_keeps_best_lr_and_no_division_shifts_it():
     best = {s: nb02.best_lr(nb02.lr_sweep(T, ranks, lrs, steps=80, scheme=s, alpha=2.0)) for s in nb02.SCHEMES}
     assert best["alpha"][1] < best["alpha"][0]  # without α/r, larger r wants a smaller learning rate
     assert best["alpha/r"][1] >= best["alpha"][1]
+
+
+def test_init_comparison_helpers():
+    """compare_inits runs make_model/train_fn per (init, seed); bands, early loss and the pretraining probe."""
+    import lora_edu as le
+    from lora_edu.course import common
+
+    calls = []
+
+    def make(seed, **kw):
+        calls.append((seed, kw))
+        return le.load_pretrained("cpu")
+
+    def train_fn(model, task, steps, seed):
+        return [float(steps - i + seed) for i in range(steps)]
+
+    runs = nb02.compare_inits(make, train_fn, "rot0", {"a": {}, "b": {"x": 1}}, steps=4, seeds=(0, 1), n_examples=8)
+    assert calls == [(0, {}), (1, {}), (0, {"x": 1}), (1, {"x": 1})]
+    assert runs["a"]["loss"][1] == [5.0, 4.0, 3.0, 2.0] and runs["a"]["accuracy"] == [1.0, 1.0]
+    assert nb02.early_loss([3.0, 1.0, 1.0]) == 3.0 and nb02.early_loss([4.0, 2.0, 0.0, 0.0, 0.0, 0.0]) == 3.0
+    fig, ax = common.figure()
+    nb02.plot_seed_bands(ax, runs, k=2)
+    assert len(ax.lines) == 2 and len(ax.collections) == 2
+    with pytest.raises(ValueError, match="seeds"):
+        nb02.compare_inits(make, train_fn, "rot0", {"a": {}}, steps=2, seeds=())
+    assert nb02.pretrain_accuracy(le.load_pretrained("cpu"), n_examples=16) == 1.0

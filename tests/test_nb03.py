@@ -12,3 +12,16 @@ def test_rank_sweep_reaches_eckart_young_below_and_zero_above():
         assert got >= floor - 1e-6  # never beats the theorem
         assert got < floor + 1e-3, (r, got, floor)
     assert res["lora"][2] < 1e-4 and res["full"] < 1e-6
+
+
+def test_plot_error_vs_rank_says_when_it_clamps():
+    from lora_edu.course import common
+
+    res = {"ranks": [1, 2, 4], "lora": [0.5, 1e-3, 0.0], "eckart_young": [0.5, 1e-3, 0.0], "full": 1e-14}
+    fig, ax = common.figure()
+    assert nb03.plot_error_vs_rank(ax, res, true_rank=4) == 3  # lora 0, floor 0 and full 1e-14
+    assert any("drawn at 1e-12" in t.get_text() for t in ax.texts)
+    fig, ax = common.figure()
+    assert nb03.plot_error_vs_rank(ax, {**res, "lora": [0.5, 0.1, 0.01], "eckart_young": [0.5, 0.1, 0.01],
+                                        "full": 1e-3}) == 0
+    assert not any("drawn at" in t.get_text() for t in ax.texts)

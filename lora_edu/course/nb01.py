@@ -8,7 +8,7 @@ import torch
 
 from ..lowrank import as_matrix
 from ..runtime import check_number
-from .common import figure, param_count_summary, show_in, to_numpy
+from .common import check_int, figure, param_count_summary, show_in, to_numpy
 
 MAX_DIM = 10**6  # param_count_widget's largest d and k: beyond any real layer (GPT-3's d_model is 12,288)
 
@@ -340,3 +340,50 @@ def param_count_widget(d: int = 64, k: int = 64, r: int = 4, max_dim: int | None
         s.observe(update, names="value")
     update()
     return w.VBox([sd, sk, sr, out])
+
+
+# ------------------------------------------------------------------------------- Eckart–Young, checked (nb 01 §3)
+def eckart_young_competitors(W: torch.Tensor, r: int, n_random: int = 200, n_perturbed: int = 200,
+                             n_optimized: int = 20, als_steps: int = 50, eps: float = 1e-3, seed: int = 0) -> dict:
+    """‖W − M‖_F for three kinds of rank-r competitors M of the truncated SVD W_r (float64).
+
+    "random":    a random row space A (r×k Gaussian) with the best B for it (least squares) — how bad a guess is;
+    "perturbed": W_r's own factors (U_rΣ_r, V_rᵀ) nudged by relative noise `eps` — is W_r a local minimum?;
+    "optimized": alternating least squares (B = W A⁺, then A = B⁺ W) for `als_steps` rounds from random starts —
+                 the best that an optimizer finds, with no SVD in it.
+    Returns {"bound": √(Σ_{i>r} σ_i²), "svd": ‖W − W_r‖_F, "random": [...], "perturbed": [...], "optimized": [...]}.
+    """
+    W = as_matrix(W).detach().cpu().double()
+    d, k = W.shape
+    r = check_int(r, "r")
+    if r > min(d, k):
+        raise ValueError(f"r must be ≤ min(d, k) = {min(d, k)}, got {r}")
+    for name, v in (("n_random", n_random), ("n_perturbed", n_perturbed), ("n_optimized", n_optimized),
+                    ("als_steps", als_steps)):
+        check_int(v, name, 0)
+    g = torch.Generator().manual_seed(seed)
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    B0, A0 = U[:, :r] * S[:r], Vh[:r]
+
+    def err(B, A):
+        return float(torch.linalg.matrix_norm(W - B @ A))
+
+    def best_B(A):
+        return W @ torch.linalg.pinv(A)
+
+    out = {"bound": float(S[r:].pow(2).sum().sqrt()), "svd": err(B0, A0), "random": [], "perturbed": [],
+           "optimized": []}
+    for _ in range(n_random):
+        A = torch.randn(r, k, generator=g, dtype=torch.float64)
+        out["random"].append(err(best_B(A), A))
+    for _ in range(n_perturbed):
+        dB = torch.randn(B0.shape, generator=g, dtype=torch.float64) * eps * B0.norm() / B0.numel() ** 0.5
+        dA = torch.randn(A0.shape, generator=g, dtype=torch.float64) * eps * A0.norm() / A0.numel() ** 0.5
+        out["perturbed"].append(err(B0 + dB, A0 + dA))
+    for _ in range(n_optimized):
+        A = torch.randn(r, k, generator=g, dtype=torch.float64)
+        for _ in range(als_steps):
+            B = best_B(A)
+            A = torch.linalg.pinv(B) @ W
+        out["optimized"].append(err(best_B(A), A))
+    return out

@@ -241,3 +241,63 @@ def reference_outputs(base: torch.nn.Linear, A: torch.Tensor, B: torch.Tensor, a
         lyr.merge()
         out["PEFT"] = (h, pm(x))
     return out
+
+
+# --------------------------------------------------------------------------------- initialization (nb 02 §3)
+PRETRAIN_PROBE = ("rot0", "rot2", "add1", "sub4", "rsub2")  # a few pretraining skills: did the model forget?
+
+
+def pretrain_accuracy(model, n_examples: int = 128) -> float:
+    """Mean token accuracy over PRETRAIN_PROBE, a cheap stand-in for the whole pretraining mixture."""
+    from ..train import evaluate
+
+    check_int(n_examples, "n_examples")
+    return sum(evaluate(model, t, n_examples) for t in PRETRAIN_PROBE) / len(PRETRAIN_PROBE)
+
+
+def compare_inits(make_model, train_fn, task, inits: dict, steps: int, seeds=(0, 1, 2),
+                  n_examples: int = 256) -> dict:
+    """Train one model per (init, seed): make_model(seed=s, **inits[label]) then train_fn(model, task, steps, seed=s).
+
+    Returns {label: {"loss": [loss curve per seed], "accuracy": [token accuracy on `task` per seed]}}.
+    """
+    from ..train import evaluate
+
+    check_int(steps, "steps")
+    seeds = [check_int(s, "seeds", 0) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    out = {}
+    for label, kw in inits.items():
+        runs = {"loss": [], "accuracy": []}
+        for s in seeds:
+            m = make_model(seed=s, **kw)
+            runs["loss"].append(list(train_fn(m, task, steps, seed=s)))
+            runs["accuracy"].append(evaluate(m, task, n_examples))
+        out[label] = runs
+    return out
+
+
+def plot_seed_bands(ax, runs: dict, k: int = 10, title: str = "", ylabel: str = "training loss"):
+    """For each label of a compare_inits result: the mean smoothed loss over seeds, with the min–max band shaded."""
+    import numpy as np
+
+    from .common import smooth
+
+    for label, res in runs.items():
+        curves = np.array([smooth(c, k) for c in res["loss"]])
+        xs = np.arange(1, curves.shape[1] + 1)
+        (line,) = ax.plot(xs, curves.mean(0), label=f"{label} ({len(curves)} seeds)")
+        ax.fill_between(xs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"{ylabel} (mean of {k} steps)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+
+
+def early_loss(curve, frac: float = 1 / 3) -> float:
+    """Mean loss over the first `frac` of a run: how fast it starts."""
+    n = max(1, int(len(curve) * frac))
+    return float(sum(curve[:n]) / n)

@@ -34,14 +34,29 @@ def rank_sweep(target: torch.Tensor, ranks, steps: int, lrs=(3e-3, 1e-2, 3e-2), 
             "deltas": deltas}
 
 
-def plot_error_vs_rank(ax, result: dict, true_rank: int | None = None, title: str = ""):
-    """LoRA's fitted error at each r, the Eckart–Young floor, and full fine-tuning (a rank_sweep result)."""
-    floor = 1e-12
+FLOOR = 1e-12  # errors below this are float round-off; a log axis cannot draw 0
+
+
+def plot_error_vs_rank(ax, result: dict, true_rank: int | None = None, title: str = "", floor: float = FLOOR):
+    """LoRA's fitted error at each r, the Eckart–Young floor, and full fine-tuning (a rank_sweep result).
+
+    Values below `floor` (float round-off, or an exact 0 that a log axis cannot show) are drawn AT the floor with a
+    downward triangle, and the axes say so. Returns the number of values drawn that way.
+    """
     ranks = result["ranks"]
-    ax.plot(ranks, [max(v, floor) for v in result["eckart_young"]], "k--", lw=1,
-            label="best possible at rank r (Eckart–Young)")
-    ax.plot(ranks, [max(v, floor) for v in result["lora"]], "o-", color="tab:blue", label="LoRA, trained")
-    ax.axhline(max(result["full"], floor), color="tab:orange", lw=2, alpha=0.7, label="full fine-tuning")
+    ey, lora, full = result["eckart_young"], result["lora"], result["full"]
+    ax.plot(ranks, [max(v, floor) for v in ey], "k--", lw=1, label="best possible at rank r (Eckart–Young)")
+    ax.plot(ranks, [max(v, floor) for v in lora], "-", color="tab:blue")
+    above = [(r, v) for r, v in zip(ranks, lora) if v >= floor]
+    below = [r for r, v in zip(ranks, lora) if v < floor]
+    ax.plot([r for r, _ in above], [v for _, v in above], "o", color="tab:blue", label="LoRA, trained")
+    if below:
+        ax.plot(below, [floor] * len(below), "v", color="tab:blue", ms=8)
+    ax.axhline(max(full, floor), color="tab:orange", lw=2, alpha=0.7, label="full fine-tuning")
+    clamped = len(below) + sum(v < floor for v in ey) + (full < floor)
+    if clamped:
+        ax.text(0.99, 0.02, f"▼ / lines at {floor:.0e}: values below {floor:.0e} (round-off) drawn at {floor:.0e}",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.3")
     if true_rank is not None:
         ax.axvline(true_rank, color="gray", ls=":", lw=1)
         ax.annotate(f"rank of ΔW* = {true_rank}", (true_rank, 0.5), textcoords="offset points",
@@ -51,3 +66,4 @@ def plot_error_vs_rank(ax, result: dict, true_rank: int | None = None, title: st
     ax.set_ylabel("‖ΔW − ΔW*‖² / ‖ΔW*‖²")
     ax.set_title(title or "Error of the fitted update", fontsize=10)
     ax.legend(fontsize=8)
+    return clamped
