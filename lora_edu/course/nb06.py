@@ -193,8 +193,7 @@ def plot_latency_rounds(rows: list[dict], device: str = ""):
                     label=f"{k} / base (one dot per round)" if i == 0 else None)
     bx.axhline(1.0, color="black", lw=0.8, ls="--")
     bx.set_xticks(range(len(rows)), [f"batch {r['batch']}" for r in rows])
-    bx.set_yscale("log")
-    bx.set_ylabel("time / base time (log)")
+    bx.set_ylabel("time / base time")
     bx.legend(fontsize=8)
     bx.set_title("Ratio to base, every round: the spread is the noise", fontsize=10)
     return fig
@@ -460,11 +459,13 @@ def plot_latency(rows: list[dict], device: str = "", title: str | None = None):
     return fig
 
 
-def plot_drift(rows: list[dict], title: str = "Weight drift after repeated merge → unmerge switches"):
-    """max |W − W0| against the number of switches, one line per dtype; exact restore drawn at the floor."""
+def plot_drift(rows: list[dict], title: str = "Weight drift after repeated merge → unmerge switches",
+               guides: bool = True):
+    """max |W − W0| against the number of switches, one line per dtype; exact restore drawn at the floor; with
+    `guides`, gray lines ∝ n^0.5 (random walk) and ∝ n (systematic) from the largest first-switch drift."""
     if not rows:
         raise ValueError("rows must not be empty")
-    fig, ax = figure(1, 1, width=7, height=3.6)
+    fig, ax = figure(1, 1, width=8.5, height=3.6)
     nonzero = [r["max_abs"] for r in rows if r["max_abs"] > 0]
     floor = min(nonzero) / 10 if nonzero else 1e-10
     groups: dict = {}
@@ -476,11 +477,19 @@ def plot_drift(rows: list[dict], title: str = "Weight drift after repeated merge
                 alpha=0.6 if exact else 1.0, label=f"{dt}{' + exact restore (= 0)' if exact else ''}")
     ax.axhline(floor, color="gray", lw=0.6, ls=":")
     ax.text(1, floor * 1.3, "exactly zero", fontsize=8, color="gray")
+    if guides:  # the two textbook growth laws, from the first point of the largest drift
+        first = [r for r in rows if r["max_abs"] > 0 and r["strategy"] != "keep_original"]
+        if first:
+            r0 = max(first, key=lambda r: (-r["switches"], r["max_abs"]))
+            n = sorted({r["switches"] for r in rows if r["switches"] >= r0["switches"]})
+            for p, ls, label in ((0.5, ":", "∝ n^0.5 (random walk)"), (1.0, "-.", "∝ n (systematic)")):
+                ax.plot(n, [r0["max_abs"] * (k / r0["switches"]) ** p for k in n], ls, color="gray", lw=1,
+                        label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of merge → unmerge switches")
     ax.set_ylabel("max |W − W0|")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title(title)
     return fig
 
