@@ -654,7 +654,7 @@ def plot_delta_spectra(summaries: dict[str, list[dict]], title: str = "Singular 
     axes = axes if len(summaries) > 1 else [axes]
     for ax, (label, rows) in zip(axes, summaries.items()):
         for i, r in enumerate(rows):
-            s = torch.tensor(r["singular_values"])
+            s = torch.tensor(r["singular_values"], device="cpu")
             ax.semilogy(range(1, len(s) + 1), (s / s[0]).clamp_min(1e-8), ".-", ms=3, color=f"C{i}",
                         label=r["layer"].replace("blocks.", "b").replace(".attn", "").replace("_proj", ""))
         ax.set_title(label, fontsize=10)
