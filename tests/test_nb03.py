@@ -20,7 +20,7 @@ def test_plot_error_vs_rank_says_when_it_clamps():
     res = {"ranks": [1, 2, 4], "lora": [0.5, 1e-3, 0.0], "eckart_young": [0.5, 1e-3, 0.0], "full": 1e-14}
     fig, ax = common.figure()
     assert nb03.plot_error_vs_rank(ax, res, true_rank=4) == 3  # lora 0, floor 0 and full 1e-14
-    assert any("drawn at 1e-12" in t.get_text() for t in ax.texts)
+    assert any("drawn at 1e-12" in t.get_text() for t in ax.texts) and ax.get_ylim()[0] < 1e-12
     fig, ax = common.figure()
     assert nb03.plot_error_vs_rank(ax, {**res, "lora": [0.5, 0.1, 0.01], "eckart_young": [0.5, 0.1, 0.01],
                                         "full": 1e-3}) == 0

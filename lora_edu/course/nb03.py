@@ -55,7 +55,8 @@ def plot_error_vs_rank(ax, result: dict, true_rank: int | None = None, title: st
     ax.axhline(max(full, floor), color="tab:orange", lw=2, alpha=0.7, label="full fine-tuning")
     clamped = len(below) + sum(v < floor for v in ey) + (full < floor)
     if clamped:
-        ax.text(0.99, 0.02, f"▼ / lines at {floor:.0e}: values below {floor:.0e} (round-off) drawn at {floor:.0e}",
+        ax.set_ylim(bottom=floor / 1e3)
+        ax.text(0.99, 0.015, f"values below {floor:.0e} (round-off, or exactly 0) are drawn at {floor:.0e} (▼)",
                 transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.3")
     if true_rank is not None:
         ax.axvline(true_rank, color="gray", ls=":", lw=1)

@@ -83,7 +83,7 @@ REASONS2 = {
 
 @EX.check(2)
 def ex2(prediction=None, why=None) -> bool:
-    """Predict, then measure, then explain: the pretrained model's token accuracy on `plus3` (an op word it never saw)."""
+    """Predict, measure, explain: the pretrained model's token accuracy on `plus3` (an op word it never saw)."""
     if prediction is None:
         return not_answered("write your prediction of the token accuracy (a number between 0 and 1) into "
                             "`prediction` before anything is measured, and run the cell.")
