@@ -141,6 +141,16 @@ def test_the_hottest_corner_is_labelled_collapsed(fresh):
     assert fig.axes[0].lines[0].get_linestyle() == "--" and "collapsed" in fig.legends[0].texts[0].get_text()
 
 
+def test_the_hot_preset_is_reachable_with_the_sliders(lab):
+    pytest.importorskip("ipywidgets")
+    task, targets, r, alpha, lr = nb09.HOT
+    c = nb09.rank_lab_ui(lab, task=task, targets=targets, r=r, alpha=alpha, lr=lr).controls
+    assert (c["task"].value, c["r"].value, c["alpha"].value) == (task, r, alpha) and math.isclose(c["lr"].value, lr)
+    assert tuple(t for t, box in c["targets"].items() if box.value) == targets
+    assert (c["r"].min, c["alpha"].max, c["lr"].max) == (r, alpha, math.log10(lr))  # the sliders' own ends
+    assert "α/r = 128/1 = 128" in c["info"].value
+
+
 CHANCE = math.log(10)
 
 
@@ -198,9 +208,9 @@ def test_rank_comparison_seed_by_seed():
     assert not nb09.rank_comparison(runs[:4])["matches"], "two seeds are too few to compare"
     far = nb09.rank_comparison([_run(r, acc, s) for s in range(3) for r, acc in ((1, 0.4), (64, 0.8))])
     assert not far["matches"] and math.isclose(far["gap"], 0.4)
-    stuck = [_run(r, 0.1, s, loss=[2.4] * 10) for s in range(3) for r in (1, 64)]  # at chance: no conclusion
+    stuck = [_run(r, 0.1, s, loss=[2.4] * 10) for s in range(3) for r in (1, 64)]  # collapsed: no conclusion
     c = nb09.rank_comparison(stuck)
-    assert not c["matches"] and c["gap"] == 0 and "r = 1 (seed 0) stuck at chance" in c["failed"]
+    assert not c["matches"] and c["gap"] == 0 and "r = 1 (seed 0) collapsed to chance" in c["failed"]
     assert nb09.rank_comparison([_run(1, 0.4), _run(64, 0.8, lr=1e-3)]) is None  # other settings differ too
     assert nb09.rank_comparison([_run(1, 0.4, 0), _run(64, 0.8, 1)]) is None  # no seed in common
     assert nb09.rank_comparison([]) is None
