@@ -162,6 +162,11 @@ def test_pair_study_records(pretrained):
     assert all(len(v) == 2 for d in (rec["alone"], rec["merged"], rec["methods"], rec["overlap"]) for v in d.values())
     assert rec["overlap"]["input_cos"] == pytest.approx([1.0, 1.0])
     assert nb08.pair_kept(rec, 0.0) == (2, 2) and nb08.pair_kept(rec, 1.01) == (0, 2)
+    (two,) = nb08.pair_study(pretrained, ads, [("plus3", conflict.name)], {conflict.name: conflict}, 8,
+                             methods=("sum", "avg_AB"))
+    assert set(two["methods"]) == {"sum", "avg_AB"} and not two["by_construction"]
+    with pytest.raises(ValueError, match="sum"):
+        nb08.pair_study(pretrained, ads, [("plus3", conflict.name)], {conflict.name: conflict}, methods=("avg_AB",))
 
 
 # ---- claim 1 ----------------------------------------------------------------------------------

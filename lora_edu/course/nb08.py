@@ -350,25 +350,29 @@ def merge_pair(base: nn.Module, adapters: dict, methods=MERGE_METHODS, n_example
 
 
 def pair_study(base: nn.Module, adapters: dict, pairs, tasks: dict | None = None, n_examples: int = 256,
-               by_construction=()) -> list[dict]:
+               by_construction=(), methods=MERGE_METHODS) -> list[dict]:
     """merge_pair and pair_overlap for every pair of task names in `pairs`, on every seed of `adapters`
     ({seed: {task name: Adapter}}). `tasks` maps names that get_task does not know (e.g. an AnsweredAs) to their
     Task; `by_construction` names the pairs (tuples) that answer one prompt two ways. One record per pair: label,
     by_construction, alone / merged ({task: [accuracy per seed]}, merged = exact sum), methods ({method: [smallest
-    task accuracy per seed]}), overlap ({delta_overlap / input_cos / cross_response: [per seed]}), seeds.
+    task accuracy per seed]}, for each of `methods`, which must include "sum"), overlap ({delta_overlap / input_cos /
+    cross_response: [per seed]}), seeds.
     """
     if not isinstance(adapters, dict) or not adapters:
         raise ValueError("adapters must be a non-empty dict {seed: {task name: Adapter}}")
+    methods = tuple(methods)
+    if "sum" not in methods:
+        raise ValueError(f"methods must include 'sum' (the merge every pair is judged by), got {methods!r}")
     tasks = dict(tasks or {})
     seeds = list(adapters)
     out = []
     for a, b in pairs:
         rec = {"label": f"{a} + {b}", "by_construction": (a, b) in set(map(tuple, by_construction)),
-               "alone": {a: [], b: []}, "merged": {a: [], b: []}, "methods": {m: [] for m in MERGE_METHODS},
+               "alone": {a: [], b: []}, "merged": {a: [], b: []}, "methods": {m: [] for m in methods},
                "overlap": {"delta_overlap": [], "input_cos": [], "cross_response": []}, "seeds": seeds}
         for seed in seeds:
             ads = {tasks.get(t, t): adapters[seed][t] for t in (a, b)}
-            res = merge_pair(base, ads, n_examples=n_examples)
+            res = merge_pair(base, ads, methods, n_examples)
             names = dict(zip((a, b), res["tasks"]))
             for t in (a, b):
                 rec["alone"][t].append(res["alone"][names[t]])
@@ -882,7 +886,7 @@ def plot_pairs(pairs: list[dict], keep: float = 0.9, title: str = "Claim 3: two 
     their prompts' inputs, and each adapter's response to the other's prompt (seed mean, dots = seeds)."""
     import numpy as np
 
-    fig, (a1, a2) = figure(2, 1, width=5.2, height=4.0)
+    fig, (a1, a2) = figure(1, 2, width=max(6.0, 1.35 * len(pairs)), height=3.0)
     w = 0.2
     for i, p in enumerate(pairs):
         for j, t in enumerate(p["merged"]):
@@ -896,7 +900,7 @@ def plot_pairs(pairs: list[dict], keep: float = 0.9, title: str = "Claim 3: two 
     a1.set_xticks(range(len(pairs)), [p["label"].replace(" + ", "\n+ ") for p in pairs], fontsize=7)
     a1.set_ylim(0, 1.05)
     a1.set_ylabel("whole-answer accuracy")
-    a1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    a1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     a1.set_title(f"keeping both means ≥ {keep:g} (dashed)", fontsize=10)
     keys = [("delta_overlap", "|cos(ΔW₁, ΔW₂)|", "tab:gray"), ("input_cos", "cos of the prompts' inputs", "tab:green"),
             ("cross_response", "response to the other prompt", "tab:red")]
@@ -908,7 +912,7 @@ def plot_pairs(pairs: list[dict], keep: float = 0.9, title: str = "Claim 3: two 
             a2.plot([x] * len(vals), vals, "k.", ms=3)
     a2.set_xticks(range(len(pairs)), [p["label"].replace(" + ", "\n+ ") for p in pairs], fontsize=7)
     a2.set_ylim(0, 1.15)
-    a2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    a2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     a2.set_title("where the two adapters collide (block 0 for the last two)", fontsize=10)
     fig.suptitle(title)
     return fig
