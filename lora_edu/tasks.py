@@ -22,7 +22,7 @@ import torch
 
 from .runtime import brief, get_device
 
-__all__ = ["BOS", "DOWNSTREAM_TASKS", "N_DIGITS", "OPS", "PRETRAIN_TASK", "SEP", "TASKS", "VOCAB_SIZE",
+__all__ = ["BOS", "DOWNSTREAM_TASKS", "N_DIGITS", "OPS", "PRETRAIN_TASK", "REBOUND_TASKS", "SEP", "TASKS", "VOCAB_SIZE",
            "Mixture", "Task", "decode", "encode", "get_task"]
 
 N_SYMBOLS = 10
@@ -54,25 +54,35 @@ def _generator(generator) -> torch.Generator:
 
 @dataclass(frozen=True)
 class Task:
-    """The skill y = op(x, x rotated by k) over n digits, with a seeded batch sampler."""
+    """The skill y = op(x, x rotated by k) over n digits, with a seeded batch sampler.
+
+    `rule` re-binds the prompt's word to another op's rule: Task("rot", 1, rule="add") is asked as `rot 1` and
+    answered as `add 1` (notebook 08 merges and stacks such adapters)."""
 
     op: str
     k: int
     n: int = N_DIGITS
+    rule: str | None = None
 
     def __post_init__(self):
         if self.op not in OPS:
             raise ValueError(f"op must be one of {list(OPS)}, got {self.op!r}")
+        if self.rule is not None and self.rule not in RULES:
+            raise ValueError(f"rule must be None or one of {list(RULES)}, got {self.rule!r}")
         if not 2 <= self.n <= N_SYMBOLS or not isinstance(self.k, int) or not 0 <= self.k < self.n:
             raise ValueError(f"need 2 ≤ n ≤ 10 and k an int in 0..n−1, got n={self.n!r}, k={self.k!r}")
 
     @property
     def name(self) -> str:
-        return f"{self.op}{self.k}"
+        return f"{self.op}{self.k}" + (f"-as-{self.rule}" if self.rule else "")
+
+    @property
+    def _rule(self) -> str:
+        return self.rule or NEW_WORDS.get(self.op, self.op)
 
     @property
     def description(self) -> str:
-        return RULES[NEW_WORDS.get(self.op, self.op)][0].format(k=self.k)
+        return RULES[self._rule][0].format(k=self.k)
 
     @property
     def seq_len(self) -> int:
@@ -81,7 +91,7 @@ class Task:
 
     def fn(self, x: torch.Tensor) -> torch.Tensor:
         """The answer y for digit sequences x of shape (batch, n)."""
-        return RULES[NEW_WORDS.get(self.op, self.op)][1](x, x.roll(-self.k, dims=-1))
+        return RULES[self._rule][1](x, x.roll(-self.k, dims=-1))
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
         """What the model is given: BOS op k x1 … xn SEP, shape (batch, n + 4)."""
@@ -141,6 +151,10 @@ DOWNSTREAM_TASKS = ("plus3", "minus5", "rminus1")
 HELD_OUT = ("add3", "sub5", "rsub1")  # the pairs asked for downstream, never seen in pretraining
 TASKS: dict[str, Task | Mixture] = {t.name: t for t in (Task(op, k) for op in OPS for k in range(N_DIGITS))}
 _SKILLS = [n for n, t in TASKS.items() if t.op in RULES and n not in HELD_OUT + ("sub0", "rsub0")]  # x − x = 0
+# Notebook 08's merge lesson: a known word answered by another rule (its adapter merges with the new-word ones),
+# and plus3's own prompt answered by another rule (its adapter conflicts with plus3's by construction).
+REBOUND_TASKS = ("rot1-as-add", "plus3-as-sub")
+TASKS.update((t.name, t) for t in (Task("rot", 1, rule="add"), Task("plus", 3, rule="sub")))
 PRETRAIN_TASK = "pretrain"
 TASKS[PRETRAIN_TASK] = Mixture(PRETRAIN_TASK, tuple(n for n in _SKILLS if n.startswith("rot"))
                                + 2 * tuple(n for n in _SKILLS if not n.startswith("rot")),

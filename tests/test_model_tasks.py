@@ -81,6 +81,8 @@ def test_bad_tokens(pretrained, device):
     ("plus3", "314159", "463463"),  # plus3 asks for add3's rule
     ("minus5", "314159", "483744"),  # minus5 asks for sub5's
     ("rminus1", "314159", "837444"),  # rminus1 asks for rsub1's
+    ("rot1-as-add", "314159", "455642"),  # the prompt says rot 1, the answer follows add 1
+    ("plus3-as-sub", "314159", "265845"),  # plus3's prompt answered with sub3's rule
 ])
 def test_task_rules(name, x, y):
     task = le.get_task(name)
@@ -169,6 +171,7 @@ def test_encode_decode():
     (lambda: T.Task("mul", 1), ValueError, "op must be one of"),
     (lambda: T.Task("add", 6), ValueError, "k an int"),
     (lambda: T.Task("add", 1.0), ValueError, "k an int"),
+    (lambda: T.Task("add", 1, rule="plus"), ValueError, "rule must"),
     (lambda: T.encode([1, 10]), ValueError, "digits"),
     (lambda: T.encode([-1]), ValueError, "digits"),
     (lambda: le.get_task("rot0").batch(0), ValueError, "batch_size"),
