@@ -519,17 +519,22 @@ def placeholder_figure(text: str = "No runs yet: press Train."):
     return fig
 
 
+LEGEND_CHARS = 170  # characters of legend text (fontsize 7) that fit across the 11-inch figure, handles included
+
+
 def lab_curves_figure(curves: list[dict]):
     """Overlay of every run's training loss (smoothed, log scale) and held-out accuracy versus step."""
     if not curves:
         return placeholder_figure()
-    ncols = min(3, len(curves))  # the legend goes under the panels, so it never covers a curve
+    labels = [c["label"] + (f" — {STATUS_TEXT[c['status']]}" if c.get("status", "ok") != "ok" else "")
+              for c in curves]
+    # the legend goes under the panels, so it never covers a curve; as many columns as its longest label lets fit
+    ncols = max(1, min(3, len(curves), LEGEND_CHARS // (max(map(len, labels)) + 6)))
     fig = figure(width=11.0, height=3.6 + 0.22 * math.ceil(len(curves) / ncols), axes=False)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for c in curves:
+    for c, label in zip(curves, labels):
         window = max(1, len(c["loss"]) // 25)
         failed = c.get("status", "ok") != "ok"
-        label = c["label"] + (f" — {STATUS_TEXT[c['status']]}" if failed else "")
         line, = ax_loss.plot(c["step"], smooth(c["loss"], window), lw=1.3, ls="--" if failed else "-", label=label)
         ax_acc.plot(c["eval_step"], c["accuracy"], marker="o", ms=3, color=line.get_color(), ls=line.get_linestyle())
     ax_loss.axhline(CHANCE_LOSS, color="k", ls=":", lw=0.8)
