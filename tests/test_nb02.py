@@ -113,3 +113,14 @@ def test_init_comparison_helpers():
     with pytest.raises(ValueError, match="seeds"):
         nb02.compare_inits(make, train_fn, "rot0", {"a": {}}, steps=2, seeds=())
     assert nb02.pretrain_accuracy(le.load_pretrained("cpu"), n_examples=16) == 1.0
+
+
+def test_lr_sweep_plot_marks_what_it_caps():
+    sw = {"ranks": [4], "lrs": [1e-3, 1e-2, 1e-1], "scheme": "alpha",
+          "final": torch.tensor([[0.5, 5e2, float("nan")]])}
+    fig, ax = common.figure()
+    assert nb02.plot_lr_sweep(ax, sw) == 2
+    assert list(ax.lines[0].get_ydata()) == [0.5, 1e2, 1e2] and list(ax.lines[1].get_xdata()) == [1e-2, 1e-1]
+    assert any("drawn at 100" in t.get_text() for t in ax.texts)
+    fig, ax = common.figure()
+    assert nb02.plot_lr_sweep(ax, {**sw, "final": torch.tensor([[0.5, 0.1, 0.2]])}) == 0 and not ax.texts

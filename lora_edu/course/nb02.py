@@ -72,22 +72,36 @@ def plot_loss_curves(ax, curves: dict, log: bool = True, xlabel: str = "step", y
     ax.legend(fontsize=8)
 
 
-def plot_lr_sweep(ax, sweep: dict, title: str | None = None):
-    """Final error against learning rate, one curve per rank (an lr_sweep result)."""
+def plot_lr_sweep(ax, sweep: dict, title: str | None = None, cap: float = 1e2) -> int:
+    """Final error against learning rate, one curve per rank (an lr_sweep result).
+
+    Errors above `cap`, and diverged runs (not finite), are drawn AT the cap with an ×, and the axes say so.
+    Returns how many points were drawn that way.
+    """
     import matplotlib as mpl
 
     final = to_numpy(sweep["final"])
     cmap = mpl.colormaps["viridis"]
     n = len(sweep["ranks"])
+    capped = 0
     for i, r in enumerate(sweep["ranks"]):
-        ys = [min(v, 1e3) if math.isfinite(v) else 1e3 for v in final[i]]
-        ax.plot(sweep["lrs"], ys, "o-", ms=3, color=cmap(i / max(1, n - 1)), label=f"r = {r}")
+        color = cmap(i / max(1, n - 1))
+        ys = [min(v, cap) if math.isfinite(v) else cap for v in final[i]]
+        ax.plot(sweep["lrs"], ys, "o-", ms=3, color=color, label=f"r = {r}")
+        over = [lr for lr, v in zip(sweep["lrs"], final[i]) if not (math.isfinite(v) and v <= cap)]
+        if over:
+            ax.plot(over, [cap] * len(over), "x", ms=7, color=color)
+            capped += len(over)
+    if capped:
+        ax.text(0.02, 0.02, f"×: error above {cap:g} or diverged, drawn at {cap:g}", transform=ax.transAxes,
+                fontsize=7, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("final relative error")
     ax.set_title(title or SCHEME_LABELS.get(sweep["scheme"], sweep["scheme"]), fontsize=10)
     ax.legend(fontsize=7)
+    return capped
 
 
 def plot_best_lr(ax, sweeps: list, best: list):
@@ -163,14 +177,17 @@ def scaling_figure(r, alpha, lr: float = 1e-2, steps: int = 150):
     if isinstance(res, str):
         return res
     fig, ax = figure(1, 1, width=6.0, height=3.6)
-    curves = {}
+    curves, top = {}, 1e2
     for s in SCHEMES:
-        c = res["curves"][s].clamp(max=1e3).nan_to_num(nan=1e3)
+        c = res["curves"][s].nan_to_num(nan=top, posinf=top).clamp(max=top)
         curves[f"{SCHEME_LABELS[s]}: scale {res['scaling'][s]:.3g}"] = c
     colors = {k: SCHEMECOLORS[s] for k, s in zip(curves, SCHEMES)}
     plot_loss_curves(ax, curves, ylabel="relative error ‖ΔW − ΔW*‖²/‖ΔW*‖²", colors=colors,
                            title=f"r = {r}, α = {alpha:g}, learning rate {lr:g} (Adam)")
-    ax.set_ylim(1e-5, 1e2)
+    ax.set_ylim(1e-5, 2 * top)
+    if any(not math.isfinite(float(v)) or float(v) > top for c in res["curves"].values() for v in c):
+        ax.text(0.98, 0.97, f"errors above {top:g} (or diverged) drawn at {top:g}", transform=ax.transAxes,
+                ha="right", va="top", fontsize=8, color="0.3")
     if res["diverged"]:
         ax.text(0.02, 0.03, "unstable: " + ", ".join(SCHEME_LABELS[s] for s in res["diverged"]),
                 transform=ax.transAxes, fontsize=9, color="tab:red")
