@@ -170,6 +170,8 @@ CHANCE = math.log(10)
     ([9.0] * 16 + [6.0] * 4, 0.3, 0.1, "above chance"),          # confidently wrong, never down to chance
     ([9.0] * 5 + [CHANCE] * 12 + [8.0] * 3, 0.1, 0.2, "diverged"),  # was at chance, blew up past it
     ([1.0] * 15 + [9.0] * 5, 0.1, 0.2, "diverged"),               # had learned, blew up
+    ([10.0] * 10 + [12.0] * 10, 0.1, 0.2, "diverged"),            # rose from its start, never near chance
+    ([10.0] * 10 + [10.5] * 10, 0.1, 0.2, "above chance"),        # within 10 % of its start: not a blow-up
     ([3.0] * 9 + [0.5], 0.2, 0.2, "no gain"),                     # accuracy = the pretrained level
     ([3.0] * 9 + [0.5], 0.1, 0.2, "no gain"),
 ])

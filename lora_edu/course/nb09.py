@@ -53,6 +53,9 @@ DIP = 10  # "had learned" = some window of DIP consecutive steps (640 examples) 
 CHANCE_BAND = (0.98, 1.15)  # "at chance" = final loss within 0.98–1.15 × ln 10 (a collapsed run hovers there)
 
 
+ROSE = 1.1  # "diverged" also when the final loss ends above 1.1 × the mean of the run's first DIP steps
+
+
 LEARNED = 0.9  # "collapsed" / "diverged" need the loss to have been below 90 % of ln 10 on the way
 
 
@@ -75,11 +78,11 @@ def run_status(loss, accuracy: float, base_accuracy: float) -> tuple[str, str]:
     final = mean loss of the last TAIL of the steps; lowest = the lowest mean over DIP consecutive steps.
     "diverged": a loss or the accuracy is not finite, or the run blew up — final above the chance band
     (CHANCE_BAND × ln 10) although the loss had been at chance or below on the way (lowest inside or under the
-    band). Final inside the band (the model guesses the answer digit about uniformly): "collapsed" if the loss
-    had been clearly lower (lowest < LEARNED × ln 10) or the accuracy ended at or below the pretrained model's
-    (what it knew is gone), else "at chance" (on its way down, not past chance yet). Final above the band
-    and never down to it: "above chance" (not past chance yet, e.g. too few steps — the pretrained model starts
-    far above chance on a task it answers with the wrong rule).
+    band), or above ROSE × the mean of its first DIP steps. Final inside the band (the model guesses the answer
+    digit about uniformly): "collapsed" if the loss had been clearly lower (lowest < LEARNED × ln 10) or the
+    accuracy ended at or below the pretrained model's (what it knew is gone), else "at chance" (on its way down,
+    not past chance yet). Final above the band, never down to it and not rising: "above chance" (e.g. too few
+    steps — the pretrained model starts far above chance on a task it answers with the wrong rule).
     "no gain": the accuracy is at or below the pretrained model's; "ok" otherwise (reason "").
     """
     loss = [float(v) for v in loss]
@@ -94,9 +97,11 @@ def run_status(loss, accuracy: float, base_accuracy: float) -> tuple[str, str]:
     chance = f"ln {N_SYMBOLS} = {CHANCE_LOSS:.2f}, the loss of guessing a digit at random"
     was = (f"it had been down to {lowest:.2f}" if learned else f"it was never clearly below (lowest {lowest:.2f})")
     if final >= CHANCE_BAND[1] * CHANCE_LOSS:
-        if lowest < CHANCE_BAND[1] * CHANCE_LOSS:
-            return "diverged", (f"final loss {final:.2f} > {CHANCE_BAND[1]:g} × {chance}, after it had been down to "
-                                f"{lowest:.2f}: the loss blew up")
+        start = sum(loss[:w]) / w
+        if lowest < CHANCE_BAND[1] * CHANCE_LOSS or final > ROSE * start:
+            how = (f"after it had been down to {lowest:.2f}" if lowest < CHANCE_BAND[1] * CHANCE_LOSS else
+                   f"up from {start:.2f} at the start")
+            return "diverged", f"final loss {final:.2f} > {CHANCE_BAND[1]:g} × {chance}, {how}: the loss blew up"
         return "above chance", f"final loss {final:.2f} > {CHANCE_BAND[1]:g} × {chance}; lowest {lowest:.2f}"
     if final >= CHANCE_BAND[0] * CHANCE_LOSS:
         lost = accuracy <= base_accuracy
