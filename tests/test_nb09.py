@@ -219,13 +219,14 @@ def test_rank_comparison_seed_by_seed():
 
 
 @pytest.mark.parametrize("steps", nb09.STEPS_RANGE)
-def test_steps_extremes(fresh, steps):
+def test_steps_extremes(steps):
+    lab = nb09.RankLab(batch_size=4, eval_examples=8, n_evals=2)  # the step loop is what is tested: tiny batches
     seen = []
-    run = fresh.run_training(**_settings(r=1, targets=("v_proj",), steps=steps),
-                             progress=lambda s, n, loss: seen.append(s))
+    run = lab.run_training(**_settings(r=1, targets=("v_proj",), steps=steps),
+                           progress=lambda s, n, loss: seen.append(s))
     assert len(run.loss) == steps and seen[-1] == steps and len(seen) == steps
     assert run.eval_step[0] == 0 and run.eval_step[-1] == steps
-    assert len(run.eval_step) <= fresh.n_evals + 2
+    assert len(run.eval_step) <= lab.n_evals + 2
 
 
 @pytest.mark.parametrize("target", nb09.TARGETS)
