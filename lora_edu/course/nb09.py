@@ -56,14 +56,11 @@ CHANCE_BAND = (0.98, 1.15)  # "at chance" = final loss within 0.98–1.15 × ln 
 ROSE = 1.1  # "diverged" also when the final loss ends above 1.1 × the mean of the run's first DIP steps
 
 
-LEARNED = 0.9  # "collapsed" / "diverged" need the loss to have been below 90 % of ln 10 on the way
+LEARNED = 0.9  # "collapsed" = the loss had been below 90 % of ln 10 on the way (over DIP steps), then came back
 
 
 STATUS_TEXT = {"ok": "", "diverged": "diverged", "collapsed": "collapsed to chance", "at chance": "stuck at chance",
                "above chance": "still worse than chance", "no gain": "no better than the pretrained model"}
-
-
-FAILED = tuple(k for k in STATUS_TEXT if k != "ok")
 
 
 ADVICE = {"diverged": "lower the learning rate or α", "collapsed": "lower the learning rate or α",
