@@ -29,7 +29,7 @@ from lora_edu.model import ToyConfig, ToyTransformer
 from lora_edu.pretrained import CHECKPOINT as CKPT
 from lora_edu.pretrained import load_pretrained, pretrained_info
 from lora_edu.runtime import seed_everything
-from lora_edu.tasks import DOWNSTREAM_TASKS, HELD_OUT, Task, get_task
+from lora_edu.tasks import DOWNSTREAM_TASKS, HELD_OUT
 from lora_edu.train import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,12 +88,11 @@ def targets(res: dict) -> dict:
                                                          "measured": f"{best_phi[0]:.2f} ({best_phi[1]} {best_phi[2]})"}
     rel = [v["rel_norm"] for d in res["d"].values() for v in d["s73_seed0"].values()]
     out["d. ‖ΔW‖/‖W‖ ≤ 0.5"] = {"met": max(rel) <= 0.5, "measured": f"{min(rel):.3f}–{max(rel):.3f}"}
-    pairs = {k: v for k, v in res["e"].items() if "n_seeds_both_ge_0.9" in v}
-    merge = {k: v["n_seeds_both_ge_0.9"] for k, v in pairs.items()}
+    merge = {k: v["n_seeds_both_ge_0.9"] for k, v in res["e"].items() if not v["by_construction"]}
     out["e. a pair merges keeping both ≥ 0.9 (≥ 4/5 seeds)"] = {"met": max(merge.values()) >= min(4, n),
                                                                 "measured": {k: f"{v}/{n}" for k, v in merge.items()}}
-    out["e. a pair conflicts"] = {"met": min(merge.values()) == 0 or "r4 plus3+plus3-as-sub" in res["e"],
-                                  "measured": {k: f"{v}/{n}" for k, v in merge.items() if v == 0} or "by construction"}
+    out["e. a pair of different skills conflicts"] = {"met": min(merge.values()) == 0,
+                                                      "measured": {k: f"{v}/{n}" for k, v in merge.items() if v == 0}}
     f = res["f"]
     out["f. checkpoint ≤ 5 MB"] = {"met": f["checkpoint_bytes"] <= 5 * 2**20,
                                   "measured": f"{f['checkpoint_bytes'] / 1024:.0f} KiB"}
@@ -239,59 +238,40 @@ def main(argv=None):
                 f"  W's top {v['proj_W_dirs']:.2f}  random {v['proj_random']:.3f}  amp {v['amplification']:.1f}"
                 f"  top-1 energy {v['top1_energy']:.2f}")
 
-    # (e) merging pairs: sum of both ΔW, against switching (each adapter alone on its own task)
+    # (e) merging pairs: the sum of both ΔW, against switching (each adapter alone on its own task). The pairs: every
+    # two new-word adapters, and each new-word adapter with rot1-as-add (a known word answered by another rule);
+    # plus3 with plus3-as-sub (the same prompt, two answers) conflicts by construction.
     say("\n(e) merge two adapters (W0 + ΔW1 + ΔW2) vs switching (each alone: 'alone'); overlap = mean over the six"
         " layers of |cos(ΔW1, ΔW2)|; seeds", seeds)
     res["e"] = {}
-    for r in (4, 1):
-        ads = {(t, s): models[t, s] if r == 4 else run(f"pre-Wq,Wv-r{r}", pre, t, s, keep=True, r=r)[1]
-               for t in DOWNSTREAM_TASKS for s in seeds}
-        for t1, t2 in itertools.combinations(DOWNSTREAM_TASKS, 2):
-            m1s, m2s, ov, alone = [], [], [], []
+    pairs = [*itertools.combinations(DOWNSTREAM_TASKS, 2), *((t, "rot1-as-add") for t in DOWNSTREAM_TASKS),
+             ("plus3", "plus3-as-sub")]
+    ads = dict(models)
+    for t1, t2 in pairs:
+        for t in (t1, t2):
             for s in seeds:
-                m = copy.deepcopy(pre)
-                d1 = {n: ly.delta_weight().detach() for n, ly in lora_layers(ads[t1, s]).items()}
-                d2 = {n: ly.delta_weight().detach() for n, ly in lora_layers(ads[t2, s]).items()}
-                with torch.no_grad():
-                    for n, dw in d1.items():
-                        m.get_submodule(n).weight += dw + d2[n]
-                m1s.append(acc(m, t1))
-                m2s.append(acc(m, t2))
-                alone.append(min(acc(ads[t1, s], t1), acc(ads[t2, s], t2)))
-                ov.append(statistics.fmean(float((d1[n] * d2[n]).sum().abs() / (d1[n].norm() * d2[n].norm()))
-                                           for n in d1))
-            key = f"r{r} {t1}+{t2}"
-            res["e"][key] = {t1: spread(m1s), t2: spread(m2s), "overlap": spread(ov), "alone_min": spread(alone),
-                             "n_seeds_both_ge_0.9": sum(x >= 0.9 and y >= 0.9 for x, y in zip(m1s, m2s))}
-            say(f"  r={r} {t1}+{t2}: merged {t1} {fmt(spread(m1s))}  {t2} {fmt(spread(m2s))}  both ≥0.9 on "
-                f"{res['e'][key]['n_seeds_both_ge_0.9']}/{len(seeds)}  overlap {statistics.fmean(ov):.3f}"
-                f"  alone ≥ {min(alone):.2f}")
-    # (e, control) a pair that conflicts by construction: the same new word bound to two different ops
-    class PlusAsSub(Task):
-        """The prompt of plus3, answered with sub3's rule: 'plus' bound to subtraction."""
-
-        @property
-        def name(self):
-            return "plus3-as-sub"
-
-        def fn(self, x):
-            return get_task("sub3").fn(x)
-
-    other = PlusAsSub("plus", 3)
-    m1s, m2s, alone = [], [], []
-    for s in seeds:
-        a1 = models["plus3", s]
-        a2 = fit(pre, other, s)[0]
-        alone.append(acc(a2, other))
-        m = copy.deepcopy(pre)
-        with torch.no_grad():
-            for (n, l1), l2 in zip(lora_layers(a1).items(), lora_layers(a2).values(), strict=True):
-                m.get_submodule(n).weight += l1.delta_weight() + l2.delta_weight()
-        m1s.append(acc(m, "plus3"))
-        m2s.append(acc(m, other))
-    res["e"]["r4 plus3+plus3-as-sub"] = {"plus3": spread(m1s), "plus3-as-sub": spread(m2s), "alone": spread(alone)}
-    say(f"  r=4 plus3 + plus3-as-sub (same prompt, two answers: conflict by construction): merged plus3 "
-        f"{fmt(spread(m1s))}  plus3-as-sub {fmt(spread(m2s))}  (plus3-as-sub alone {fmt(spread(alone))})")
+                if (t, s) not in ads:
+                    ads[t, s] = run("pre-qv-r4", pre, t, s, keep=True)[1]
+        m1s, m2s, ov, alone = [], [], [], []
+        for s in seeds:
+            m = copy.deepcopy(pre)
+            d1 = {n: ly.delta_weight().detach() for n, ly in lora_layers(ads[t1, s]).items()}
+            d2 = {n: ly.delta_weight().detach() for n, ly in lora_layers(ads[t2, s]).items()}
+            with torch.no_grad():
+                for n, dw in d1.items():
+                    m.get_submodule(n).weight += dw + d2[n]
+            m1s.append(acc(m, t1))
+            m2s.append(acc(m, t2))
+            alone.append(min(acc(ads[t1, s], t1), acc(ads[t2, s], t2)))
+            ov.append(statistics.fmean(float((d1[n] * d2[n]).sum().abs() / (d1[n].norm() * d2[n].norm()))
+                                       for n in d1))
+        key = f"r4 {t1}+{t2}"
+        res["e"][key] = {t1: spread(m1s), t2: spread(m2s), "overlap": spread(ov), "alone_min": spread(alone),
+                         "n_seeds_both_ge_0.9": sum(x >= 0.9 and y >= 0.9 for x, y in zip(m1s, m2s)),
+                         "by_construction": t2 == "plus3-as-sub"}
+        say(f"  r=4 {t1}+{t2}: merged {t1} {fmt(spread(m1s))}  {t2} {fmt(spread(m2s))}  both ≥0.9 on "
+            f"{res['e'][key]['n_seeds_both_ge_0.9']}/{len(seeds)}  overlap {statistics.fmean(ov):.3f}"
+            f"  alone ≥ {min(alone):.2f}")
     info = pretrained_info()
     res["f"] = {"checkpoint_bytes": CKPT.stat().st_size, "recipe": info["lora_edu_recipe"],
                 "worst_skill_accuracy": min(info["lora_edu_accuracy"].values())}
