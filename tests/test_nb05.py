@@ -21,7 +21,7 @@ N_LAYER = le.ToyConfig().n_layer
 @pytest.fixture(scope="module")
 def lab():
     """A Lab with tiny runs (3 steps, 16 held-out examples), shared by the module's tests."""
-    return nb05.Lab(steps=3, eval_examples=16, device="cpu")
+    return nb05.Lab(steps=3, eval_examples=16, device="cpu", workers=1)
 
 
 def test_lora_params_at_scale_matches_toy_and_paper(base):
@@ -193,9 +193,22 @@ def test_lab_random_init_and_full(lab):
         lab.run("plus3", init="imagenet")
     with pytest.raises(TypeError):
         lab.run("plus3", full=1)
-    for kw in ({"steps": 0}, {"eval_examples": 0}):
+    for kw in ({"steps": 0}, {"eval_examples": 0}, {"workers": 0}):
         with pytest.raises(ValueError):
             nb05.Lab(**kw)
+
+
+def test_prefetch_in_two_processes_gives_the_same_runs(lab):
+    jobs = [{"task": "plus3", "seed": 5}, {"task": "minus5", "r": 1, "seed": 6}, {"task": "plus3", "seed": 5}]
+    par = nb05.Lab(steps=3, eval_examples=16, device="cpu", workers=2)
+    assert par.prefetch(jobs, progress=False) == 2  # the repeated job is trained once
+    assert par.prefetch(jobs, progress=False) == 0  # and nothing twice
+    for kw in jobs[:2]:
+        a, b = par.run(**kw), lab.run(**kw)  # two processes vs this one
+        assert a["accuracy"] == b["accuracy"] and a["history"]["loss"] == b["history"]["loss"]
+        assert same_state(state_of(a["model"]), state_of(b["model"]))
+    with pytest.raises(ValueError, match="init"):
+        par.prefetch([{"init": "imagenet"}])
 
 
 def test_seed_table(lab):

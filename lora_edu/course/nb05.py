@@ -4,6 +4,7 @@ Table 5 and Table 6 ablations with seeds, what weight decay does to ΔW, and the
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -282,17 +283,55 @@ def costs(model: nn.Module, task="plus3") -> dict:
     return out
 
 
+def _spec(task="plus3", *, targets=QV, r: int = 4, alpha: float = 8.0, seed: int = 0, init: str = "pretrained",
+          full: bool = False, lr: float | None = None, weight_decay: float | None = None) -> dict:
+    """One run's description, checked, with the key that identifies it."""
+    if not isinstance(full, bool):
+        raise TypeError(f"full must be a bool, got {type(full).__name__}")
+    if full and lr is None:
+        raise ValueError("lr: full fine-tuning needs its learning rate (choose it with lr_sweep)")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    check_int(seed, "seed", 0)
+    t = get_task(task).name
+    tg = None if full else targets_tuple(targets)
+    key = (t, tg, None if full else r, None if full else float(alpha), seed, init,
+           None if lr is None else float(lr), None if weight_decay is None else float(weight_decay))
+    return {"key": key, "task": t, "method": "full" if full else "lora", "targets": tg or QV, "r": r,
+            "alpha": alpha, "seed": seed, "init": init, "lr": lr, "weight_decay": weight_decay}
+
+
+def _train(spec: dict, steps: int, eval_examples: int, device, base: nn.Module | None = None) -> dict:
+    """Train the run `spec` describes (from `base`, else a fresh checkpoint or random init) → its row + model."""
+    if base is None:
+        base = load_pretrained("cpu") if spec["init"] == "pretrained" else random_init(spec["seed"])
+    model, row = finetune(spec["task"], spec["method"], spec["targets"], spec["r"], spec["alpha"], steps, spec["lr"],
+                          spec["seed"], eval_examples, spec["weight_decay"], device, model=base)
+    return dict(row, init=spec["init"], model=model)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # one run per core: the toy is too small for two threads to help
+
+
 class Lab:
     """The notebook's runs: each configuration is trained once (the first time it is asked for) and remembered,
     so tables that share a cell (Table 5's {W_q, W_v} at r = 4 is the headline run) show the same run.
 
     Every run uses the course recipe with `steps` steps and is scored on `eval_examples` held-out examples.
+    `prefetch` trains a list of runs `workers` at a time in separate processes (default: 2 on a CPU with at least
+    2 cores, else 1). Each run is seeded and single-threaded, so it gives the same numbers in any process.
     """
 
-    def __init__(self, steps: int = 300, eval_examples: int = 512, device=None):
+    def __init__(self, steps: int = 300, eval_examples: int = 512, device=None, workers: int | None = None):
         self.steps = check_int(steps, "steps")
         self.eval_examples = check_int(eval_examples, "eval_examples")
         self.device = device
+        on_cpu = get_device(device).type == "cpu" if device is not None else True
+        self.workers = (min(2, os.cpu_count() or 1) if on_cpu else 1) if workers is None else check_int(workers,
+                                                                                                      "workers")
+        if not on_cpu:
+            self.workers = 1  # an accelerator is shared by one process
         self.runs: dict[tuple, dict] = {}
         self._bases: dict[tuple, nn.Module] = {}
 
@@ -310,23 +349,46 @@ class Lab:
             init: str = "pretrained", full: bool = False, lr: float | None = None,
             weight_decay: float | None = None) -> dict:
         """The row of one run (trained now, or remembered); row["model"] is the fine-tuned model."""
-        if not isinstance(full, bool):
-            raise TypeError(f"full must be a bool, got {type(full).__name__}")
-        if full and lr is None:
-            raise ValueError("lr: full fine-tuning needs its learning rate (choose it with lr_sweep)")
-        t = get_task(task).name
-        tg = None if full else targets_tuple(targets)
-        key = (t, tg, None if full else r, None if full else float(alpha), seed, init,
-               None if lr is None else float(lr), None if weight_decay is None else float(weight_decay))
-        if key not in self.runs:
-            model, row = finetune(t, "full" if full else "lora", tg or QV, r, alpha, self.steps, lr, seed,
-                                  self.eval_examples, weight_decay, self.device, model=self.base(init, seed))
-            self.runs[key] = dict(row, init=init, model=model)
-        return self.runs[key]
+        spec = _spec(task, targets=targets, r=r, alpha=alpha, seed=seed, init=init, full=full, lr=lr,
+                     weight_decay=weight_decay)
+        if spec["key"] not in self.runs:
+            self.runs[spec["key"]] = _train(spec, self.steps, self.eval_examples, self.device,
+                                            self.base(init, seed))
+        return self.runs[spec["key"]]
+
+    def prefetch(self, jobs, desc: str = "runs", progress: bool = True) -> int:
+        """Train every job (a dict of run() keywords) not trained yet, `workers` at a time; returns how many."""
+        todo = {}
+        for kw in jobs:
+            spec = _spec(**kw)
+            if spec["key"] not in self.runs:
+                todo.setdefault(spec["key"], spec)
+        bar = _bar(len(todo), desc, progress and bool(todo))
+        if self.workers > 1 and len(todo) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ProcessPoolExecutor(min(self.workers, len(todo)), mp_context=ctx, initializer=_worker_init) as ex:
+                futures = {ex.submit(_train, spec, self.steps, self.eval_examples, "cpu"): key
+                           for key, spec in todo.items()}
+                for f in as_completed(futures):
+                    self.runs[futures[f]] = f.result()
+                    if bar is not None:
+                        bar.update(1)
+        else:
+            for key, spec in todo.items():
+                self.runs[key] = _train(spec, self.steps, self.eval_examples, self.device,
+                                        self.base(spec["init"], spec["seed"]))
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        return len(todo)
 
     @property
     def seconds(self) -> float:
-        """Training seconds of every run so far."""
+        """Training seconds of every run so far (summed over processes)."""
         return sum(r["train_seconds"] for r in self.runs.values())
 
 
@@ -347,21 +409,16 @@ def _cells(lab: Lab, cells: list[tuple[dict, dict]], desc: str, progress: bool) 
         seeds = kw["seeds"]
         if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
             raise ValueError(f"seeds must be a non-empty sequence of non-negative ints, got {seeds!r}")
-    bar = _bar(sum(len(kw["seeds"]) for _, kw in cells), desc, progress)
+    lab.prefetch([dict({k: v for k, v in kw.items() if k != "seeds"}, seed=s) for _, kw in cells
+                  for s in kw["seeds"]], desc, progress)
     rows = []
     for fields, kw in cells:
         kw = dict(kw)
         seeds = tuple(kw.pop("seeds"))
-        runs = []
-        for s in seeds:
-            runs.append(lab.run(seed=s, **kw))
-            if bar is not None:
-                bar.update(1)
+        runs = [lab.run(seed=s, **kw) for s in seeds]
         accs = [x["accuracy"] for x in runs]
         rows.append(dict(fields, seeds=seeds, accuracies=accs, mean=sum(accs) / len(accs), min=min(accs),
                          max=max(accs), trainable=runs[0]["trainable"], scale=runs[0]["scale"]))
-    if bar is not None:
-        bar.close()
     return rows
 
 
@@ -385,16 +442,13 @@ def lr_sweep(lab: Lab, task="plus3", lrs=(3e-4, 3e-3, 3e-2), seed: int = 0, prog
     lrs = tuple(lrs)
     if not lrs:
         raise ValueError("lrs must not be empty")
-    bar = _bar(len(lrs), "full fine-tuning lr sweep", progress)
+    lab.prefetch([{"task": task, "full": True, "lr": lr, "seed": seed} for lr in lrs], "full fine-tuning lr sweep",
+                 progress)
     rows = []
     for lr in lrs:
         x = lab.run(task, full=True, lr=lr, seed=seed)
         rows.append({"lr": lr, "accuracy": x["accuracy"], "final_loss": x["final_loss"], "seed": seed,
                      "history": x["history"]})
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
     best = min(rows, key=lambda x: (-x["accuracy"], x["final_loss"]))["lr"]
     return rows, best
 
@@ -523,9 +577,10 @@ def plot_seed_tables(tables: dict[str, list[dict]], title: str = "Whole-answer a
             ax.text(x, r["mean"] + 0.03, f"{r['mean']:.2f}", ha="center", fontsize=8)
     ax.set_xticks(range(len(tasks)))
     ax.set_xticklabels(tasks)
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.35)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("whole answers right")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(tables))
     ax.set_title(title, fontsize=10)
     return fig
 
@@ -634,8 +689,9 @@ def plot_rank_sweep(rows: list[dict], task: str = "plus3", title: str = "Accurac
         ax.set_xticks(ranks)
         ax.set_xticklabels([str(r) for r in ranks])
         ax.minorticks_off()
-        ax.set_xlabel("rank r (α fixed at 8)")
+        ax.set_xlabel("rank r")
         ax.legend(fontsize=8)
+    a1.set_xlabel(f"rank r (α fixed at {rows[0]['alpha']:g})")
     a1.set_ylabel("whole answers right")
     a1.set_ylim(0, 1.05)
     a1.set_title(f"toy, {task}: mean, min–max and each seed ({len(rows[0]['seeds'])})", fontsize=10)
