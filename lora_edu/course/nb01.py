@@ -374,14 +374,14 @@ def eckart_young_competitors(W: torch.Tensor, r: int, n_random: int = 200, n_per
     out = {"bound": float(S[r:].pow(2).sum().sqrt()), "svd": err(B0, A0), "random": [], "perturbed": [],
            "optimized": []}
     for _ in range(n_random):
-        A = torch.randn(r, k, generator=g, dtype=torch.float64)
+        A = torch.randn(r, k, generator=g, dtype=torch.float64, device="cpu")
         out["random"].append(err(best_B(A), A))
     for _ in range(n_perturbed):
-        dB = torch.randn(B0.shape, generator=g, dtype=torch.float64) * eps * B0.norm() / B0.numel() ** 0.5
-        dA = torch.randn(A0.shape, generator=g, dtype=torch.float64) * eps * A0.norm() / A0.numel() ** 0.5
+        dB = torch.randn(B0.shape, generator=g, dtype=torch.float64, device="cpu") * eps * B0.norm() / B0.numel() ** 0.5
+        dA = torch.randn(A0.shape, generator=g, dtype=torch.float64, device="cpu") * eps * A0.norm() / A0.numel() ** 0.5
         out["perturbed"].append(err(B0 + dB, A0 + dA))
     for _ in range(n_optimized):
-        A = torch.randn(r, k, generator=g, dtype=torch.float64)
+        A = torch.randn(r, k, generator=g, dtype=torch.float64, device="cpu")
         for _ in range(als_steps):
             B = best_B(A)
             A = torch.linalg.pinv(B) @ W
