@@ -305,7 +305,7 @@ def weight_rank_widget(model, r: int = 8, name: str | None = None):
     def update(change=None):
         m = svds.get(dd.value)
         if not isinstance(m, str) and slider.max != m.max_rank:
-            slider.max = m.max_rank  # the slider's range follows the chosen matrix (lm_head is 16×64)
+            slider.max = m.max_rank  # the slider's range follows the chosen matrix (lm_head is vocabulary × 64)
         show_in(out, lambda: weight_rank_figure(svds, dd.value, slider.value))
 
     dd.observe(update, names="value")
