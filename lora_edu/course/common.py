@@ -513,6 +513,96 @@ def results_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# how drift grows: notebooks 06 and 08 read it the same way
+
+RANDOM_WALK, SYSTEMATIC = 0.5, 1.0
+GROWTH_TOL = 0.15  # p within 0.15 of 0.5 reads as a random walk, within 0.15 of 1 as systematic
+
+
+def growth_kind(p: float, tol: float = GROWTH_TOL) -> str:
+    """"random walk" (p ≈ 0.5), "systematic" (p ≈ 1) or "neither" for a growth exponent p (drift ∝ nᵖ)."""
+    if not isinstance(p, (int, float)) or isinstance(p, bool):
+        raise TypeError(f"p must be a number, got {type(p).__name__}")
+    if abs(p - RANDOM_WALK) <= tol:
+        return "random walk"
+    if abs(p - SYSTEMATIC) <= tol:
+        return "systematic"
+    return "neither"
+
+
+def plateau_start(switches, drifts) -> int | None:
+    """The first checkpoint from which the drift no longer changes (None if it still changed at the last one)."""
+    s, d = list(switches), list(drifts)
+    if len(s) < 2 or d[-1] != d[-2]:
+        return None
+    i = len(d) - 1
+    while i > 0 and d[i - 1] == d[-1]:
+        i -= 1
+    return s[i]
+
+
+@torch.no_grad()
+def drift_directions(base: nn.Module, adapters, dtype="bfloat16", cycles: int = 100) -> dict:
+    """Per weight entry, the direction of every move over `cycles` rounds of merge → unmerge through all `adapters`.
+
+    Merging rounds W0 + ΔW to the dtype, unmerging rounds again; both are monotone in W, so a whole round is a
+    monotone map of each entry onto itself, and an entry it moves up can never later move down. Returns the
+    number of entries, those that moved, those that ever reversed direction, and those still moving in the last
+    round (the rest have reached a fixed point).
+    """
+    check_plain(base)
+    adapters = adapter_list(adapters)
+    check_int(cycles, "cycles")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    dt = DTYPES[dtype]
+    model = copy.deepcopy(base).to(dtype=dt)
+    adapters = [a.to(device=device_of(base), dtype=dt) for a in adapters]
+    names = sorted({n for a in adapters for n in a.tensors})
+    weights = [model.get_submodule(n).weight for n in names]
+    prev = [w.detach().float().clone() for w in weights]
+    first = [torch.zeros_like(p) for p in prev]
+    reversed_ = [torch.zeros_like(p, dtype=torch.bool) for p in prev]
+    still = 0
+    for _ in range(cycles):
+        for a in adapters:
+            merge_adapter(model, a)
+            unmerge_adapter(model, a)
+        still = 0
+        for i, w in enumerate(weights):
+            now = w.detach().float()
+            step = torch.sign(now - prev[i])
+            reversed_[i] |= (step != 0) & (first[i] != 0) & (step != first[i])
+            first[i] = torch.where(first[i] == 0, step, first[i])
+            still += int((step != 0).sum())
+            prev[i] = now.clone()
+    return {"dtype": dtype, "cycles": cycles, "switches": cycles * len(adapters),
+            "entries": sum(p.numel() for p in prev), "moved": sum(int((f != 0).sum()) for f in first),
+            "reversed": sum(int(r.sum()) for r in reversed_), "still_moving": still}
+
+
+def drift_reading(rows: list[dict], directions: dict | None = None) -> dict:
+    """What the drift rows of one dtype (strategy "subtract") show: the growth exponent p of max |W − W0| over all
+    checkpoints, its kind (growth_kind), where the drift stopped growing, and — with drift_directions' counts —
+    whether the entries moved one way (systematic) or back and forth (a random walk reverses half its steps)."""
+    if not rows:
+        raise ValueError("rows must not be empty")
+    s, d = [r["switches"] for r in rows], [r["max_abs"] for r in rows]
+    p = growth_exponent(s, d)
+    stop = plateau_start(s, d)
+    grow = [(a, b) for a, b in zip(s, d) if stop is None or a <= stop]
+    p_grow = growth_exponent([a for a, _ in grow], [b for _, b in grow]) if len(grow) >= 2 else float("nan")
+    out = {"dtype": rows[0]["dtype"], "p": p, "kind": growth_kind(p) if math.isfinite(p) else "neither",
+           "plateau_from": stop, "p_growing": p_grow,
+           "kind_growing": growth_kind(p_grow) if math.isfinite(p_grow) else "neither"}
+    if directions is not None:
+        moved = directions["moved"]
+        out["reversed_fraction"] = directions["reversed"] / moved if moved else 0.0
+        out["one_way"] = moved > 0 and directions["reversed"] == 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # claims: every comparative sentence is chosen by the numbers it rests on
 
 def spread(values, fmt: str = "{:.3f}") -> str:
