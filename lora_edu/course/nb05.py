@@ -8,6 +8,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -369,13 +370,17 @@ class Lab:
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(min(self.workers, len(todo)), mp_context=ctx, initializer=_worker_init) as ex:
-                futures = {ex.submit(_train, spec, self.steps, self.eval_examples, "cpu"): key
-                           for key, spec in todo.items()}
-                for f in as_completed(futures):
-                    self.runs[futures[f]] = f.result()
-                    if bar is not None:
-                        bar.update(1)
+            with warnings.catch_warnings():  # Python ≥ 3.12 warns about fork in a threaded process (Jupyter's
+                # kernel threads); the workers only train with torch on one thread, which is what fork is safe for
+                warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+                with ProcessPoolExecutor(min(self.workers, len(todo)), mp_context=ctx,
+                                         initializer=_worker_init) as ex:
+                    futures = {ex.submit(_train, spec, self.steps, self.eval_examples, "cpu"): key
+                               for key, spec in todo.items()}
+                    for f in as_completed(futures):
+                        self.runs[futures[f]] = f.result()
+                        if bar is not None:
+                            bar.update(1)
         else:
             for key, spec in todo.items():
                 self.runs[key] = _train(spec, self.steps, self.eval_examples, self.device,
