@@ -662,9 +662,9 @@ def plot_target_budget(rows: list[dict], task: str = "plus3",
         a2.legend(fontsize=8, loc="upper center", ncol=2)
     a2.set_ylabel("accuracy (%)")
     a2.set_title("paper, GPT-3 175B (18M trainable parameters each)", fontsize=10)
-    for ax in (a1, a2):
+    for ax, lbls in ((a1, labels), (a2, [f"{_short(r['targets'])}\nr={r['r']}" for r in rows])):
         ax.set_xticks(list(xs))
-        ax.set_xticklabels(labels)
+        ax.set_xticklabels(lbls)
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(title)
     return fig
