@@ -107,7 +107,7 @@ def test_combined_deltas_rejects_bad_input(adapters):
 def test_merge_pair_rows_and_base_untouched(pretrained):
     base_w = state_of(pretrained)
     dev = next(pretrained.parameters()).device
-    conflict = nb08.AnsweredAs("plus", 3, rule="sub")
+    conflict = le.Task("plus", 3, rule="sub")
     ads = {"plus3": random_adapter(0, device=dev), conflict: random_adapter(1, device=dev)}
     res = nb08.merge_pair(pretrained, ads, n_examples=16)
     assert same_state(state_of(pretrained), base_w)
@@ -130,13 +130,13 @@ def test_merge_pair_rows_and_base_untouched(pretrained):
 
 
 def test_answered_as_and_pair_overlap(pretrained):
-    t = nb08.AnsweredAs("plus", 3, rule="sub")
+    t = le.Task("plus", 3, rule="sub")
     x = torch.tensor([[1, 2, 3, 4, 5, 6]])
     assert t.fn(x).tolist() == le.get_task("sub3").fn(x).tolist() and t.prefix(x).tolist() == \
         le.get_task("plus3").prefix(x).tolist()  # plus3's prompt, sub3's answer
     assert nb08.answer_conflict(["plus3", t], 256) > 0.9 and nb08.answer_conflict(["plus3", "add3"], 64) == 0.0
     with pytest.raises(ValueError, match="rule"):
-        nb08.AnsweredAs("plus", 3, rule="mul")
+        le.Task("plus", 3, rule="mul")
     dev = next(pretrained.parameters()).device
     a, b = random_adapter(0, device=dev), random_adapter(1, device=dev)
     same = nb08.pair_overlap(pretrained, {"plus3": a, t: b})
@@ -153,7 +153,7 @@ def test_answered_as_and_pair_overlap(pretrained):
 
 def test_pair_study_records(pretrained):
     dev = next(pretrained.parameters()).device
-    conflict = nb08.AnsweredAs("plus", 3, rule="sub")
+    conflict = le.Task("plus", 3, rule="sub")
     ads = {s: {"plus3": random_adapter(s, device=dev), conflict.name: random_adapter(s + 5, device=dev)}
            for s in (0, 1)}
     (rec,) = nb08.pair_study(pretrained, ads, [("plus3", conflict.name)], {conflict.name: conflict}, 16,
@@ -354,14 +354,6 @@ def test_verdict_claim3_every_value(pairs, value, words):
 
 def test_pair_kept_counts_seeds_where_every_task_keeps():
     assert nb08.pair_kept(GOOD, 0.9) == (2, 3) and nb08.pair_kept(BAD, 0.9) == (0, 3)
-
-
-@pytest.mark.parametrize("p, kind", [(0.5, "a random walk"), (0.45, "a random walk"), (1.0, "a steady one-way drift"),
-                                     (0.75, "between the two"), (float("nan"), "no growth measured")])
-def test_growth_kind(p, kind):
-    assert nb08.growth_kind(p) == kind
-    assert nb08.growth_kind(common.growth_exponent([1, 10, 100], [1e-3, 1e-2, 1e-1])) == "a steady one-way drift"
-    assert nb08.growth_kind(common.growth_exponent([1, 100], [1e-3, 1e-2])) == "a random walk"
 
 
 def test_say_verdict_records_a_claim(capsys):

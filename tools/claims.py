@@ -3,8 +3,10 @@
 Each notebook prints its comparative sentences through `lora_edu.course.common.claim`, which picks the sentence
 the numbers support and, with $LORA_EDU_CLAIMS set, records it. This tool executes the notebooks (full mode,
 one after another), collects those records and writes benchmarks/results/claims.json (atomically). It exits 1
-when a claim marked `expected` does not hold, a notebook fails, or a notebook runs over its time budget
-(3 min full mode, issue 11), so a vehicle change that breaks a lesson cannot land silently.
+when a claim marked `expected` does not hold in full mode, a notebook fails, or a notebook runs over its time
+budget (3 min full, 60 s fast; issue 11), so a vehicle change that breaks a lesson cannot land silently. Fast mode
+(--mode fast) trains less, so its expected claims are reported but not required: claim() then prints the sentence
+the fast numbers support.
 
 Usage: python tools/claims.py [--out PATH] [--mode full|fast] [notebook ...]
 """
@@ -60,8 +62,13 @@ def main(argv=None) -> int:
         r = run(p, args.mode)
         results.append(r)
         bad = [c for c in r["claims"] if c["expected"] and not c["holds"]]
+        if args.mode == "fast":
+            bad, note = [], bad
+        else:
+            note = []
         print(f"{p.name:45s} {r['seconds']:6.1f} s  {len(r['claims']):3d} claims  "
-              f"{sum(c['holds'] for c in r['claims']):3d} hold  {len(bad)} expected ones fail")
+              f"{sum(c['holds'] for c in r['claims']):3d} hold  {len(bad)} expected ones fail"
+              + (f" ({len(note)} expected ones do not hold in fast mode; not required)" if note else ""))
         for c in bad:
             failures.append(f"{p.name}: claim {c['key']!r} does not hold: {c['text']}")
         if r["error"]:

@@ -13,7 +13,7 @@ from torch import nn
 from ..adapters import Adapter, extract_adapter, load_adapter, merge_adapter
 from ..inject import lora_layers
 from ..lowrank import effective_rank, numerical_rank, singular_values
-from ..tasks import N_SYMBOLS, RULES, Task, get_task
+from ..tasks import N_SYMBOLS, Task, get_task
 from ..train import EVAL_SEED, evaluate, generate
 from .common import (
     adapter_list,
@@ -281,31 +281,6 @@ def cross_terms(adapters) -> dict:
             "cross_over_own": cross_n / own_n if own_n > 0 else math.inf}
 
 
-@dataclass(frozen=True)
-class AnsweredAs(Task):
-    """The prompt `op k` answered with another op's rule: AnsweredAs("plus", 3, rule="sub") is asked exactly like
-    plus3 but wants sub3's answer. Merged with a plus3 adapter it conflicts by construction: one prompt, two
-    answers."""
-
-    rule: str = "sub"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.rule not in RULES:
-            raise ValueError(f"rule must be one of {list(RULES)}, got {self.rule!r}")
-
-    @property
-    def name(self) -> str:
-        return f"{self.op}{self.k}-as-{self.rule}"
-
-    @property
-    def description(self) -> str:
-        return f"the prompt {self.op}{self.k}, answered by: " + RULES[self.rule][0].format(k=self.k)
-
-    def fn(self, x: torch.Tensor) -> torch.Tensor:
-        return RULES[self.rule][1](x, x.roll(-self.k, dims=-1))
-
-
 def _task_name(t) -> str:
     return t if isinstance(t, str) else get_task(t).name
 
@@ -352,11 +327,11 @@ def merge_pair(base: nn.Module, adapters: dict, methods=MERGE_METHODS, n_example
 def pair_study(base: nn.Module, adapters: dict, pairs, tasks: dict | None = None, n_examples: int = 256,
                by_construction=(), methods=MERGE_METHODS) -> list[dict]:
     """merge_pair and pair_overlap for every pair of task names in `pairs`, on every seed of `adapters`
-    ({seed: {task name: Adapter}}). `tasks` maps names that get_task does not know (e.g. an AnsweredAs) to their
-    Task; `by_construction` names the pairs (tuples) that answer one prompt two ways. One record per pair: label,
-    by_construction, alone / merged ({task: [accuracy per seed]}, merged = exact sum), methods ({method: [smallest
-    task accuracy per seed]}, for each of `methods`, which must include "sum"), overlap ({delta_overlap / input_cos /
-    cross_response: [per seed]}), seeds.
+    ({seed: {task name: Adapter}}). `tasks` maps names that get_task does not know to their Task (le.TASKS
+    already holds rot1-as-add and plus3-as-sub); `by_construction` names the pairs (tuples) that answer one prompt
+    two ways. One record per pair: label, by_construction, alone / merged ({task: [accuracy per seed]}, merged =
+    exact sum), methods ({method: [smallest task accuracy per seed]}, for each of `methods`, which must include
+    "sum"), overlap ({delta_overlap / input_cos / cross_response: [per seed]}), seeds.
     """
     if not isinstance(adapters, dict) or not adapters:
         raise ValueError("adapters must be a non-empty dict {seed: {task name: Adapter}}")
@@ -394,8 +369,8 @@ def prompt_inputs(base: nn.Module, tasks, layer: int = 0) -> dict[str, torch.Ten
     out = {}
     for t in tasks:
         t = get_task(t)
-        x = torch.zeros(1, t.n, dtype=torch.long)
-        h = base.tok_emb(t.prefix(x).to(device_of(base))) + base.pos_emb.weight[: t.n + 4]
+        x = torch.zeros(1, t.n, dtype=torch.long, device=device_of(base))
+        h = base.tok_emb(t.prefix(x)) + base.pos_emb.weight[: t.n + 4]
         for blk in base.blocks[:layer]:
             h = blk(h)
         out[t.name] = base.blocks[layer].ln1(h)[0, 1].detach().cpu().double()
@@ -719,14 +694,6 @@ def verdict_claim3(pairs: list[dict], thresholds: dict) -> tuple[str, str]:
                       f"skills; but {switch}, so it is merging, not adding adapters, that costs")
     return CONDITIONAL, (f"only for adapters that conflict: {', '.join(map(kept_s, kept))} keep both ≥ {keep:.2f} "
                          f"merged, while {loses}; {switch}")
-
-
-def growth_kind(p: float) -> str:
-    """Name the growth drift ∝ nᵖ shows — the reading notebook 06 prints: p < 0.6 a random walk of independent
-    roundings (p = 0.5), p > 0.9 roundings that push one way (p = 1), else between the two."""
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or math.isnan(p):
-        return "no growth measured"
-    return "a random walk" if p < 0.6 else "a steady one-way drift" if p > 0.9 else "between the two"
 
 
 def verdict_claim4(frac_changed: float, rank: int, r: int, acc_lora: float, acc_full: float,
