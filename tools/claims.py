@@ -8,7 +8,9 @@ budget (3 min full, 60 s fast; issue 11), so a vehicle change that breaks a less
 (--mode fast) trains less, so its expected claims are reported but not required: claim() then prints the sentence
 the fast numbers support.
 
-Usage: python tools/claims.py [--out PATH] [--mode full|fast] [notebook ...]
+Usage: python tools/claims.py [--out PATH] [--mode full|fast] [--save-times] [notebook ...]
+--save-times also records each notebook's run time in benchmarks/results/notebook_times_<cpu|gpu>.jsonl (the rows
+benchmarks/notebook_times.py writes, replacing those of the same notebook and mode), which the course map reads.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from nbrun import notebook_client  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from notebook_times import target  # noqa: E402  (one list of time targets)
 
 BUDGET_S = {"full": 180, "fast": 60}
 
@@ -49,11 +54,33 @@ def run(path: Path, mode: str) -> dict:
             "error": error, "claims": claims}
 
 
+def save_times(results: list[dict]) -> None:
+    import platform
+
+    import torch
+
+    kind = "gpu" if torch.cuda.is_available() else "cpu"
+    device = torch.cuda.get_device_name() if kind == "gpu" else f"cpu ({os.cpu_count()} cores)"
+    path = ROOT / "benchmarks" / "results" / f"notebook_times_{kind}.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    new = {(r["notebook"], r["mode"]): {"notebook": r["notebook"], "mode": r["mode"], "seconds": r["seconds"],
+                                       "target_s": target(r["notebook"], r["mode"]),
+                                       "ratio": round(r["seconds"] / target(r["notebook"], r["mode"]), 2),
+                                       "device": device, "torch": torch.__version__,
+                                       "python": platform.python_version()} for r in results if not r["error"]}
+    rows = [new.pop((r["notebook"], r["mode"]), r) for r in rows] + list(new.values())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*", type=Path)
     ap.add_argument("--mode", choices=["full", "fast"], default="full")
     ap.add_argument("--out", type=Path, default=None, help="default benchmarks/results/claims[_fast].json")
+    ap.add_argument("--save-times", action="store_true", help="record the run times for the course map")
     args = ap.parse_args(argv)
     out = args.out or ROOT / "benchmarks" / "results" / f"claims{'' if args.mode == 'full' else '_fast'}.json"
     nbs = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -81,6 +108,8 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(out)
     print(f"wrote {out}")
+    if args.save_times:
+        save_times(results)
     for f in failures:
         print("FAIL", f)
     return 1 if failures else 0
