@@ -200,6 +200,8 @@ def test_latest_results_picks_newest_and_filters(tmp_path):
     bench.write_jsonl([bench_row("gpu", "2026-01-15", device="cuda", device_name="NVIDIA H200")],
                       tmp_path / "nvidia-h200_2026-01-15.jsonl")
     (tmp_path / "notes.txt").write_text("not results")
+    (tmp_path / "vehicle.json").write_text('{\n "config": "pretty-printed, not JSON lines"\n}\n')  # other results
+    (tmp_path / "zz_broken.jsonl").write_text('{"config": "half a row"\n')
     assert [r["config"] for r in nb06.latest_results(directory=tmp_path)] == ["new"]
     assert [r["config"] for r in nb06.latest_results("cpu", directory=tmp_path)] == ["new"]
     assert [r["config"] for r in nb06.latest_results("cuda", directory=tmp_path)] == ["gpu"]

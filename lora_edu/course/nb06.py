@@ -424,16 +424,15 @@ def latest_results(device=None, directory=None) -> list[dict]:
         raise TypeError(f"device must be a string such as 'cpu' or 'cuda', or None; got {type(device).__name__}")
     directory = results_dir() if directory is None else Path(directory)
     best, best_key = [], None
-    for path in sorted(directory.glob("*.json*")):
-        if path.suffix not in (".jsonl", ".json"):
-            continue
+    for path in sorted(directory.glob("*.jsonl")):  # the benchmark's JSON lines; other results are not its rows
         rows = []
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line:
-                obj = json.loads(line)
+        try:
+            for line in path.read_text().splitlines():
+                obj = json.loads(line) if line.strip() else None
                 if isinstance(obj, dict) and "config" in obj:
                     rows.append(obj)
+        except ValueError:  # not JSON lines (a hand-edited or foreign file): not a benchmark result
+            continue
         if not rows:
             continue
         if device is not None:
