@@ -102,6 +102,13 @@ def main(argv=None) -> int:
             failures.append(f"{p.name}: {r['error']}")
         if r["seconds"] > r["budget_s"]:
             failures.append(f"{p.name}: {r['seconds']:.0f} s, over the {r['budget_s']} s {args.mode}-mode budget")
+    if args.notebooks and out.exists():  # a partial run updates its notebooks' entries and keeps the others'
+        old = json.loads(out.read_text())
+        if old.get("mode") == args.mode:
+            ran = {r["notebook"] for r in results}
+            kept = [r for r in old["notebooks"] if r["notebook"] not in ran]
+            failures = [f for f in old["failures"] if f.split(":", 1)[0] not in ran] + failures
+            results = sorted(kept + results, key=lambda r: r["notebook"])
     doc = {"mode": args.mode, "cpu_count": os.cpu_count(), "notebooks": results, "failures": failures}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
