@@ -92,7 +92,8 @@ def course_map() -> str:
         goals.append(f"- **{title}**")
         goals += [f"  - {g.rstrip(';.')}" for g in objectives(nb)]
     gpu_note = f"on {gpu_dev}" if gpu_dev else "not measured yet (no GPU run so far)"
-    notes = [f"Times measured by `python benchmarks/notebook_times.py` (top to bottom, fresh kernel): CPU on "
+    notes = [f"Times measured by `benchmarks/notebook_times.py` or `make claims` (top to bottom, fresh kernel, "
+             f"OMP_NUM_THREADS=1, a quiet machine): CPU on "
              f"{cpu_dev or 'not measured yet'}; GPU {gpu_note}. Fast mode is `LORA_EDU_FAST=1`, what CI runs.",
              "Order: 00 → 01 → 02 → 03 is the mathematics of §4.1; 04 → 05 → 06 → 07 is LoRA on a transformer "
              "(§4.2, §7); 08 (myths) and 09 (rank lab) build on 05–06; 10 takes it all to Hugging Face PEFT. "
