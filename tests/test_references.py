@@ -162,7 +162,7 @@ def test_merge_adapter_matches_peft_merge_and_unload(randomize, rslora):
 def test_toy_transformer_matches_peft(_pretrained_cpu, randomize):
     targets = ("q_proj", "v_proj")
     ours, ref = twins(copy.deepcopy(_pretrained_cpu).double(), targets, 4, 8, False, randomize, seed=3)
-    tokens, _ = le.get_task("sort").batch(16, torch.Generator().manual_seed(0))
+    tokens, _ = le.get_task("rminus1").batch(16, torch.Generator().manual_seed(0))
     close(ours(tokens), ref(tokens))
     trainable, _ = ref.get_nb_trainable_parameters()
     assert le.count_parameters(ours)[0] == trainable
@@ -180,7 +180,7 @@ def test_toy_transformer_matches_peft(_pretrained_cpu, randomize):
 
 def test_peft_and_ours_agree_at_init(_pretrained_cpu):
     """Both start with B = 0, so neither changes the pretrained model's outputs."""
-    tokens, _ = le.get_task("rotate").batch(4, torch.Generator().manual_seed(0))
+    tokens, _ = le.get_task("minus5").batch(4, torch.Generator().manual_seed(0))
     expected = _pretrained_cpu(tokens)
     ours = copy.deepcopy(_pretrained_cpu)
     le.add_lora(ours, ("q_proj", "v_proj"), r=4, init="kaiming")
