@@ -367,7 +367,7 @@ def test_say_verdict_records_a_claim(capsys):
                                          ((0.99, 12, 4, 0.50, 1.00), nb08.FALSE)])
 def test_verdict_claim4_every_value(args, value):
     v, sentence = nb08.verdict_claim4(*args, T)
-    assert v == value and f"{args[3]:.2f}" in sentence or v == nb08.FALSE and f"rank {args[1]}" in sentence
+    assert v == value and f"{args[3]:.2f}" in sentence or v == nb08.FALSE and f"rank ≤ {args[1]}" in sentence
 
 
 @pytest.mark.parametrize("args, value", [((1.0, 0.0, 1.0, True), nb08.CONDITIONAL), ((1.0, 0.4, 1.0, True),

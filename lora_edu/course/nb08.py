@@ -699,10 +699,11 @@ def verdict_claim3(pairs: list[dict], thresholds: dict) -> tuple[str, str]:
 def verdict_claim4(frac_changed: float, rank: int, r: int, acc_lora: float, acc_full: float,
                    thresholds: dict) -> tuple[str, str]:
     """Claim 4, "a LoRA bludgeons every value with the same few deltas, and the model limps": frac_changed = the
-    smallest share of entries a LoRA ΔW changes; rank = the largest rank among them; acc_* = task accuracy."""
+    median share of entries a LoRA ΔW changes over its matrices; rank = the largest rank among them; acc_* = task
+    accuracy."""
     dense, limp = _need(thresholds, "dense", "limp")
     coarse = frac_changed > dense and rank <= r
-    what = (f"the LoRA changes {frac_changed:.0%} of the entries with a ΔW of rank {rank} "
+    what = (f"the LoRA changes a median {frac_changed:.0%} of each matrix's entries with a ΔW of rank ≤ {rank} "
             f"(dense: over {dense:.0%}; few deltas: rank ≤ r = {r})")
     acc = f"accuracy {acc_lora:.2f} against full fine-tuning's {acc_full:.2f}"
     if not coarse:

@@ -81,7 +81,7 @@ def _variants2(pairs, s) -> dict:
 
 
 _MSG2 = {
-    "mean of products": "that is the mean of the adapters' ΔW's (PEFT's exact 'linear' of whole updates). Naive "
+    "mean of products": "that is the mean of the adapters' ΔW's (what PEFT's exact 'cat' gives with weights 1/n). Naive "
                         "averaging averages the factors first, then multiplies.",
     "no scaling": "you left out the scaling s = α/r.",
     "scaled twice": "the scaling s is applied twice.",
