@@ -81,8 +81,8 @@ def _variants2(pairs, s) -> dict:
 
 
 _MSG2 = {
-    "mean of products": "that is the mean of the adapters' ΔW's (what PEFT's exact 'cat' gives with weights 1/n). Naive "
-                        "averaging averages the factors first, then multiplies.",
+    "mean of products": "that is the mean of the adapters' ΔW's (what PEFT's exact 'cat' gives with weights "
+                        "1/n). Naive averaging averages the factors first, then multiplies.",
     "no scaling": "you left out the scaling s = α/r.",
     "scaled twice": "the scaling s is applied twice.",
     "summed": "you summed the factors instead of averaging them: n² times too big.",
