@@ -105,7 +105,7 @@ def run_status(loss, accuracy: float, base_accuracy: float) -> tuple[str, str]:
         if lost and not learned:
             was += f", and its accuracy {accuracy:.3f} is at or below the pretrained model's {base_accuracy:.3f}"
         return ("collapsed" if learned or lost else "at chance",
-                f"final loss {final:.2f}, within {CHANCE_BAND[0]:g}–{CHANCE_BAND[1]:g} × {chance}; {was}")
+                f"final loss {final:.2f}, within [{CHANCE_BAND[0]:g}, {CHANCE_BAND[1]:g}] × {chance}; {was}")
     if accuracy <= base_accuracy:
         return "no gain", f"accuracy {accuracy:.3f} ≤ the pretrained model's {base_accuracy:.3f}"
     return "ok", ""
