@@ -159,7 +159,12 @@ def latency_sentences(row: dict) -> dict:
     b = row["batch"]
     m, u = row["merged_ratios"], row["unmerged_ratios"]
     vm, vu = latency_verdict(m), latency_verdict(u)
-    sm, su = spread(m, "{:.2f}"), spread(u, "{:.2f}")
+    def med(v):  # the median round, as in the table above and the verdict, with the range of the rounds
+        v = sorted(v)
+        mid = statistics.median(v)
+        return f"median {mid:.2f}" + (f" [{v[0]:.2f}–{v[-1]:.2f}] over {len(v)}" if len(v) > 1 else "")
+
+    sm, su = med(m), med(u)
     rounds = "rounds" if len(m) > 1 else "(one round)"
     return {
         "merged_same": vm == "same within noise",

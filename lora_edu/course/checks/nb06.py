@@ -95,7 +95,8 @@ def ex2(answer) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _threshold() -> tuple[float, float]:
-    """(smallest δ that survives a bfloat16 merge into a weight of 1.0, the weight after merge → unmerge of 0.002)."""
+    """(the threshold δ: larger updates survive a bfloat16 merge into a weight of 1.0, smaller or equal ones vanish;
+    the weight after merge → unmerge of 0.002)."""
     from ...layer import LoRALinear
 
     def layer(delta):
@@ -132,10 +133,11 @@ REASONS3 = {
 
 @EX.check(3)
 def ex3(prediction=None, why=None) -> bool:
-    """Predict the smallest update δ that survives a bfloat16 merge into a weight equal to 1.0; then explain."""
+    """Predict the threshold δ up to which an update merged into a bfloat16 weight of 1.0 vanishes; then explain."""
     if prediction is None:
-        return not_answered("write your prediction of the smallest δ (a number) that still changes a bfloat16 "
-                            "weight of 1.0 when merged into `prediction`, and run the cell.")
+        return not_answered("write your prediction of the threshold δ (a number): up to it, an update merged into a "
+                            "bfloat16 weight of 1.0 vanishes; above it, it changes the weight. Put it in "
+                            "`prediction` and run the cell.")
     v, problem = read_number(prediction)
     if problem:
         return fail(problem)
@@ -163,6 +165,7 @@ def ex3(prediction=None, why=None) -> bool:
                             f"unmerging δ = 0.002 leaves the weight at {after:g}, not 1.0.)", near(t), diag, why,
                             REASONS3, "a",
                             "bfloat16 keeps 8 significant bits, so next to 1.0 its numbers are 2⁻⁷ apart and a "
-                            "merge rounds 1 + δ to the nearest one: an update below half that spacing disappears. "
+                            "merge rounds 1 + δ to the nearest one: an update up to half that spacing disappears "
+                            "(a tie goes to the even neighbour, 1.0). "
                             "Worse, unmerging subtracts a δ that was never added. Small adapters merged into "
                             "bfloat16 weights can vanish — keep them unmerged or merge into float32.")
