@@ -703,7 +703,7 @@ def verdict_claim4(frac_changed: float, rank: int, r: int, acc_lora: float, acc_
     accuracy."""
     dense, limp = _need(thresholds, "dense", "limp")
     coarse = frac_changed > dense and rank <= r
-    what = (f"the LoRA changes a median {frac_changed:.0%} of each matrix's entries with a ΔW of rank ≤ {rank} "
+    what = (f"the LoRA changes a median {frac_changed:.1%} of each matrix's entries with a ΔW of rank ≤ {rank} "
             f"(dense: over {dense:.0%}; few deltas: rank ≤ r = {r})")
     acc = f"accuracy {acc_lora:.2f} against full fine-tuning's {acc_full:.2f}"
     if not coarse:
