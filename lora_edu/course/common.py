@@ -19,7 +19,7 @@ from ..inject import add_lora, check_model, lora_layers, merge_lora, normalize_t
 from ..lowrank import amplification_factor, as_matrix, compression_ratio, lora_param_count, projection_norm
 from ..pretrained import load_pretrained
 from ..runtime import device_of, fast_mode, get_device, seed_everything
-from ..tasks import get_task
+from ..tasks import NEW_WORDS, Task, get_task
 from ..train import evaluate, train
 
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -305,6 +305,14 @@ def param_count_summary(d, k, r) -> dict | str:
         out["note"] = (f"At r = {r} the factors store {lora:,} ≥ {full:,} numbers: no saving. "
                        f"LoRA only pays off for r < d·k/(d + k) ≈ {out['break_even_r']:.1f}.")
     return out
+
+
+def known_word_twin(task) -> str:
+    """'plus3' → 'add3': the pretraining skill a downstream task asks for with its new word (same rule, known word)."""
+    t = get_task(task)
+    if not isinstance(t, Task) or t.op not in NEW_WORDS:
+        raise ValueError(f"task must be a downstream task (a new word: {list(NEW_WORDS)}), got {t.name!r}")
+    return f"{NEW_WORDS[t.op]}{t.k}"
 
 
 LORA_RECIPE = {"targets": ("q_proj", "v_proj"), "r": 4, "alpha": 8.0, "lr": 1e-2, "weight_decay": 1.0,

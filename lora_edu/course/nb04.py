@@ -12,9 +12,9 @@ from torch import nn
 from ..model import ToyConfig, ToyTransformer
 from ..pretrain import RECIPE
 from ..runtime import seed_everything
-from ..tasks import DOWNSTREAM_TASKS, NEW_WORDS, OPS, PRETRAIN_TASK, RULES, TASKS, Mixture, Task, get_task
+from ..tasks import DOWNSTREAM_TASKS, OPS, PRETRAIN_TASK, RULES, TASKS, Mixture, Task, get_task
 from ..train import EVAL_SEED, evaluate
-from .common import check_int, check_model, figure
+from .common import check_int, check_model, figure, known_word_twin
 
 OP_COLORS = {"rot": "#8c8c8c", "add": "#4c72b0", "sub": "#c44e52", "rsub": "#55a868"}
 
@@ -234,14 +234,6 @@ def plot_pretrain_demo(runs: dict, full_steps: int = RECIPE["steps"]):
 
 # ---------------------------------------------------------------------------------------------
 # §4 zero-shot: the downstream words and the same pairs asked with the known words
-def known_word_twin(task) -> str:
-    """'plus3' → 'add3': the pretraining skill a downstream task asks for with a new word."""
-    t = get_task(task)
-    if not isinstance(t, Task) or t.op not in NEW_WORDS:
-        raise ValueError(f"task must be a downstream task (a new word: {list(NEW_WORDS)}), got {t.name!r}")
-    return f"{NEW_WORDS[t.op]}{t.k}"
-
-
 def baseline_accuracy(model: nn.Module, tasks=DOWNSTREAM_TASKS, n_examples: int = 512,
                       metric: str = "sequence") -> dict[str, float]:
     """{task: accuracy} of `model` as it is, with no adaptation (greedy decoding, le.evaluate)."""

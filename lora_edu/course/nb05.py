@@ -19,7 +19,7 @@ from ..inject import count_parameters, lora_layers
 from ..model import ToyConfig, ToyTransformer
 from ..pretrained import load_pretrained
 from ..runtime import get_device, pick
-from ..tasks import DOWNSTREAM_TASKS, NEW_WORDS, Task, get_task
+from ..tasks import DOWNSTREAM_TASKS, Task, get_task
 from ..train import EVAL_SEED, task_loss
 from .common import (
     ATTENTION_TARGETS,
@@ -28,6 +28,7 @@ from .common import (
     check_model,
     device_of,
     figure,
+    known_word_twin,  # noqa: F401  (notebook 05 names the known word beside each new one)
     smooth,
     sync,
     targets_tuple,
@@ -215,14 +216,6 @@ def exact_accuracy(model: nn.Module, task="plus3", n_examples: int = 512, seed: 
     finally:
         model.train(was_training)
     return right / n_examples
-
-
-def known_word_twin(task) -> str:
-    """The pretraining task a downstream task asks for with its new word: "plus3" → "add3" (same rule, known word)."""
-    t = get_task(task)
-    if not isinstance(t, Task) or t.op not in NEW_WORDS:
-        raise ValueError(f"task must be a downstream task with a new op word {tuple(NEW_WORDS)}, got {task!r}")
-    return f"{NEW_WORDS[t.op]}{t.k}"
 
 
 def random_init(seed: int = 0) -> nn.Module:
